@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md documents it and .ci/run calls it. On a fresh Debian
+# machine it installs and starts what the tests need (Postfix and Dovecot on 127.0.0.1, through
+# scripts/mailstack.sh), then checks formatting and lints and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test.sh: the mail-stack tests need root (they install and run Postfix and Dovecot)" >&2
+    exit 1
+fi
+
+echo "== mail stack (Postfix + Dovecot on 127.0.0.1)"
+scripts/mailstack.sh up
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy --all-targets -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo test --locked

@@ -1,0 +1,864 @@
+//! The `regmail` command line: `serve` and `check-config` for the daemon, and the operator's
+//! commands, which talk to the running daemon over its API (sled's lock allows one process).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use crate::config::{Config, TOKEN_ENV};
+
+/// Orders domains from e-mail driven registrars (R01.RU) for hosting control panels.
+#[derive(Debug, Parser)]
+#[command(name = "regmail", version, about)]
+pub struct Cli {
+    /// Configuration file (default: embedded defaults; see systemd/regmail.toml).
+    #[arg(long, global = true, env = "REGMAIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Base URL of the running daemon's API (default: from the configuration's api.listen).
+    #[arg(long, global = true, env = "REGMAIL_API")]
+    pub api: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve,
+    /// Check the configuration: print every problem with its key; exit 1 if there is any.
+    CheckConfig,
+    /// Show one domain: status, phase, expiry, client, open request.
+    Status {
+        /// The domain (Unicode or punycode).
+        domain: String,
+    },
+    /// Show the action log: of a domain, a client, a request, or all of it.
+    Log {
+        /// The domain.
+        domain: Option<String>,
+        /// A client's log instead.
+        #[arg(long, conflicts_with_all = ["domain", "request"])]
+        client: Option<String>,
+        /// A request's log instead.
+        #[arg(long, conflicts_with = "domain")]
+        request: Option<String>,
+        /// Start after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Keep printing new entries as they come.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// List domains.
+    List {
+        /// Only this status (AwaitingPayment, Registering, Registered, Renewing, Error, Cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this client's.
+        #[arg(long)]
+        client: Option<String>,
+    },
+    /// List requests in a state (e.g. TimedOut, SendUnknown, Rejected).
+    Requests {
+        /// The state.
+        state: String,
+    },
+    /// Send a Rejected, TimedOut or SendUnknown request again (as a new request).
+    Retry {
+        /// The request id.
+        request: String,
+    },
+    /// Settle a domain by hand without mailing the registrar (logged as the operator's act).
+    Resolve {
+        /// The domain.
+        domain: String,
+        /// registered or error.
+        #[arg(long, value_parser = ["registered", "error"])]
+        outcome: String,
+        /// Expiry date (YYYY-MM-DD), with --outcome registered.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Why (goes into the action log).
+        #[arg(long)]
+        note: String,
+    },
+    /// Show a request e-mail as it would be sent now (password masked), without sending it.
+    Render {
+        /// The request id.
+        #[arg(long, conflicts_with = "domain", required_unless_present = "domain")]
+        request: Option<String>,
+        /// The domain whose open request to show.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// List inbound messages (default: the unmatched queue).
+    Inbox {
+        /// Pending, Applied, Ignored, Unmatched, Quarantined, Dismissed, or all.
+        #[arg(long, default_value = "Unmatched")]
+        state: String,
+    },
+    /// Show one inbound message: its record and raw text.
+    Message {
+        /// The message key (from `regmail inbox`).
+        key: String,
+    },
+    /// Tie an unmatched message to a request.
+    Assign {
+        /// The message key.
+        key: String,
+        /// The request it answers.
+        request: String,
+        /// What it means, when no rule recognises it: acknowledged, completed or rejected.
+        #[arg(long)]
+        event: Option<String>,
+        /// With --event completed: the handle.
+        #[arg(long)]
+        handle: Option<String>,
+        /// With --event completed: the expiry date.
+        #[arg(long)]
+        expires: Option<String>,
+        /// With --event acknowledged: the task id.
+        #[arg(long)]
+        task_id: Option<String>,
+        /// With --event rejected: the registrar's reason.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Why (goes into the action log).
+        #[arg(long)]
+        note: String,
+    },
+    /// Set an unmatched message aside.
+    Dismiss {
+        /// The message key.
+        key: String,
+        /// Why.
+        #[arg(long)]
+        note: String,
+    },
+    /// Reply rules: test a message against them.
+    Rules {
+        /// What to do.
+        #[command(subcommand)]
+        action: RulesAction,
+    },
+    /// Reload templates and reply rules in the running daemon (as SIGHUP does).
+    Reload,
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout.
+    Man,
+    /// Run the registrar simulator (for rehearsals and tests; never the real registrar).
+    Sandbox {
+        /// The sandbox's configuration file (see README.md, "The sandbox").
+        #[arg(long = "sandbox-config")]
+        sandbox_config: PathBuf,
+    },
+    /// Run regmail and the sandbox together on embedded defaults, place a sample order and
+    /// show its log; the API stays up for the README's curl examples.
+    Demo {
+        /// Where the demo keeps its store, mail directories and token.
+        #[arg(long, default_value = "var/demo")]
+        dir: PathBuf,
+    },
+    /// Cancel an order that has not reached the registrar.
+    Cancel {
+        /// The domain.
+        domain: String,
+        /// Why.
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+/// `regmail rules ...`.
+#[derive(Debug, Subcommand)]
+pub enum RulesAction {
+    /// Show which rule matches a message, its captures, and the request it would correlate to.
+    Test {
+        /// An .eml file.
+        file: PathBuf,
+    },
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    // One TLS provider for the whole process (dependency-notes: rustls panics at run time if
+    // two are compiled in and none was chosen).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("regmail: {e:#}");
+            1
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    match &cli.command {
+        Command::CheckConfig => {
+            let config = match Config::load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    for p in &e.0 {
+                        println!("{p}");
+                    }
+                    return Ok(1);
+                }
+            };
+            // Past the file's syntax: the secrets, the profile and the transport must load too.
+            let mut problems = Vec::new();
+            if let Err(e) = config.load_token() {
+                problems.push(format!("api.token_file: {e}"));
+            }
+            if let Err(e) = config.outbound_setup() {
+                problems.push(e);
+            }
+            if let Err(e) = config.transport() {
+                problems.push(e);
+            }
+            if problems.is_empty() {
+                let from = config
+                    .source
+                    .as_ref()
+                    .map_or("embedded defaults".into(), |p| p.display().to_string());
+                println!("configuration OK ({from})");
+                return Ok(0);
+            }
+            for p in problems {
+                println!("{p}");
+            }
+            return Ok(1);
+        }
+        Command::Sandbox { sandbox_config } => {
+            init_tracing_default();
+            crate::sandbox::main(sandbox_config)?;
+            return Ok(0);
+        }
+        Command::Demo { dir } => {
+            crate::demo::main(dir)?;
+            return Ok(0);
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "regmail", &mut std::io::stdout());
+            return Ok(0);
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            return Ok(0);
+        }
+        Command::Serve => {
+            let config = Config::load(cli.config.as_deref())?;
+            init_tracing(&config.log_filter);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(crate::daemon::run(config))?;
+            return Ok(0);
+        }
+        _ => {}
+    }
+    let client = ApiClient::new(&cli)?;
+    let out = &mut std::io::stdout();
+    match cli.command {
+        Command::Status { domain } => {
+            let v = client.get(&format!("/v1/domains/{}", enc(&domain)))?;
+            if cli.json {
+                print_json(out, &v)?;
+            } else {
+                print_domain(out, &v)?;
+            }
+        }
+        Command::List {
+            status,
+            client: who,
+        } => {
+            let mut q = Vec::new();
+            if let Some(s) = status {
+                q.push(format!("status={}", enc(&s)));
+            }
+            if let Some(c) = who {
+                q.push(format!("client={}", enc(&c)));
+            }
+            q.push("limit=1000".into());
+            let v = client.get(&format!("/v1/domains?{}", q.join("&")))?;
+            if cli.json {
+                print_json(out, &v)?;
+            } else {
+                let rows: Vec<Vec<String>> = items(&v, "domains")
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            s(d, "domain_unicode"),
+                            s(d, "status"),
+                            s(d, "phase"),
+                            s(d, "expires"),
+                            s(d, "client_id"),
+                            s(d, "last_error"),
+                        ]
+                    })
+                    .collect();
+                table(
+                    out,
+                    &[
+                        "DOMAIN",
+                        "STATUS",
+                        "PHASE",
+                        "EXPIRES",
+                        "CLIENT",
+                        "LAST ERROR",
+                    ],
+                    &rows,
+                )?;
+            }
+        }
+        Command::Requests { state } => {
+            let v = client.get(&format!("/v1/requests?state={}&limit=1000", enc(&state)))?;
+            if cli.json {
+                print_json(out, &v)?;
+            } else {
+                let rows: Vec<Vec<String>> = items(&v, "requests")
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            s(r, "id"),
+                            s(r, "kind"),
+                            s(r, "domain"),
+                            s(r, "client_id"),
+                            s(r, "state"),
+                            s(r, "last_error"),
+                        ]
+                    })
+                    .collect();
+                table(
+                    out,
+                    &["REQUEST", "KIND", "DOMAIN", "CLIENT", "STATE", "LAST ERROR"],
+                    &rows,
+                )?;
+            }
+        }
+        Command::Log {
+            domain,
+            client: who,
+            request,
+            since,
+            follow,
+        } => {
+            let base = match (domain, who, request) {
+                (Some(d), _, _) => format!("/v1/domains/{}/log", enc(&d)),
+                (None, Some(c), _) => format!("/v1/clients/{}/log", enc(&c)),
+                (None, None, Some(r)) => format!("/v1/requests/{}/log", enc(&r)),
+                (None, None, None) => "/v1/log".to_owned(),
+            };
+            let mut since = since;
+            loop {
+                let v = client.get(&format!("{base}?since={since}&limit=1000"))?;
+                let entries = items(&v, "entries");
+                for e in &entries {
+                    if cli.json {
+                        writeln!(out, "{e}")?;
+                    } else {
+                        print_log_line(out, e)?;
+                    }
+                }
+                out.flush()?;
+                since = v.get("next").and_then(Value::as_u64).unwrap_or(since);
+                if !follow {
+                    break;
+                }
+                if entries.is_empty() {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+        Command::Retry { request } => {
+            let v = client.post(&format!("/v1/requests/{}/retry", enc(&request)), &json!({}))?;
+            if cli.json {
+                print_json(out, &v)?;
+            } else {
+                let new = v.get("new_request").map(|r| s(r, "id")).unwrap_or_default();
+                writeln!(out, "request {request} retried as {new}")?;
+            }
+        }
+        Command::Resolve {
+            domain,
+            outcome,
+            expires,
+            note,
+        } => {
+            let mut body = json!({ "outcome": outcome, "note": note });
+            if let Some(e) = expires {
+                body["expires"] = json!(e);
+            }
+            let v = client.post(&format!("/v1/domains/{}/resolve", enc(&domain)), &body)?;
+            if cli.json {
+                print_json(out, &v)?;
+            } else {
+                print_domain(out, &v)?;
+            }
+        }
+        Command::Render { request, domain } => {
+            let id = match (request, domain) {
+                (Some(r), _) => r,
+                (None, Some(d)) => {
+                    let v = client.get(&format!("/v1/domains/{}", enc(&d)))?;
+                    match v
+                        .get("open_request")
+                        .and_then(|r| r.get("id"))
+                        .and_then(Value::as_str)
+                    {
+                        Some(id) => id.to_owned(),
+                        None => bail!("{d} has no open request to render"),
+                    }
+                }
+                (None, None) => bail!("give --request or --domain"),
+            };
+            let text = client.get_text(&format!("/v1/requests/{}/render", enc(&id)))?;
+            write!(out, "{text}")?;
+        }
+        Command::Inbox { state } => {
+            let path = if state.eq_ignore_ascii_case("all") {
+                "/v1/inbox".to_owned()
+            } else {
+                format!("/v1/inbox?state={}", enc(&state))
+            };
+            let v = client.get(&path)?;
+            if cli.json {
+                print_json(out, &v)?;
+            } else {
+                let rows: Vec<Vec<String>> = items(&v, "messages")
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            s(m, "key"),
+                            s(m, "state"),
+                            s(m, "from"),
+                            s(m, "subject"),
+                            s(m, "reason"),
+                        ]
+                    })
+                    .collect();
+                table(out, &["KEY", "STATE", "FROM", "SUBJECT", "REASON"], &rows)?;
+            }
+        }
+        Command::Message { key } => {
+            let v = client.get(&format!("/v1/inbox/message?key={}", enc(&key)))?;
+            if cli.json {
+                print_json(out, &v)?;
+            } else {
+                let m = &v["message"];
+                for k in [
+                    "key",
+                    "state",
+                    "reason",
+                    "from",
+                    "subject",
+                    "message_id",
+                    "request",
+                    "rule",
+                    "received",
+                ] {
+                    writeln!(out, "{k:<11} {}", s(m, k))?;
+                }
+                writeln!(out, "\n{}", s(&v, "raw"))?;
+            }
+        }
+        Command::Assign {
+            key,
+            request,
+            event,
+            handle,
+            expires,
+            task_id,
+            reason,
+            note,
+        } => {
+            let mut body = json!({ "key": key, "request_id": request, "note": note });
+            for (k, val) in [
+                ("event", event),
+                ("handle", handle),
+                ("expires", expires),
+                ("task_id", task_id),
+                ("reason", reason),
+            ] {
+                if let Some(x) = val {
+                    body[k] = json!(x);
+                }
+            }
+            let v = client.post("/v1/inbox/assign", &body)?;
+            if cli.json {
+                print_json(out, &v)?;
+            } else {
+                writeln!(
+                    out,
+                    "{}: {}",
+                    s(&v["message"], "state"),
+                    s(&v["message"], "reason")
+                )?;
+            }
+        }
+        Command::Dismiss { key, note } => {
+            let v = client.post("/v1/inbox/dismiss", &json!({ "key": key, "note": note }))?;
+            if cli.json {
+                print_json(out, &v)?;
+            } else {
+                writeln!(
+                    out,
+                    "{}: {}",
+                    s(&v["message"], "state"),
+                    s(&v["message"], "reason")
+                )?;
+            }
+        }
+        Command::Rules {
+            action: RulesAction::Test { file },
+        } => {
+            let raw =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let v = client.post_raw("/v1/rules/test", raw)?;
+            if cli.json {
+                print_json(out, &v)?;
+            } else {
+                for k in [
+                    "outcome",
+                    "decision",
+                    "reason",
+                    "rule",
+                    "event",
+                    "request",
+                    "correlation",
+                    "from",
+                    "subject",
+                ] {
+                    writeln!(out, "{k:<12} {}", s(&v, k))?;
+                }
+                if let Some(c) = v.get("captures").filter(|c| !c.is_null()) {
+                    writeln!(out, "captures     {c}")?;
+                }
+                for r in items(&v, "rejected_captures") {
+                    writeln!(
+                        out,
+                        "skipped      rule {} capture {} = {:?}: {}",
+                        s(&r, "rule"),
+                        s(&r, "capture"),
+                        s(&r, "value"),
+                        s(&r, "reason")
+                    )?;
+                }
+            }
+        }
+        Command::Reload => {
+            let v = client.post("/v1/reload", &json!({}))?;
+            writeln!(out, "{}", s(&v, "message"))?;
+        }
+        Command::Cancel { domain, note } => {
+            let v = client.post(
+                &format!("/v1/domains/{}/cancel", enc(&domain)),
+                &json!({ "note": note }),
+            )?;
+            if cli.json {
+                print_json(out, &v)?;
+            } else {
+                print_domain(out, &v)?;
+            }
+        }
+        Command::Serve
+        | Command::CheckConfig
+        | Command::Completions { .. }
+        | Command::Man
+        | Command::Sandbox { .. }
+        | Command::Demo { .. } => {}
+    }
+    Ok(0)
+}
+
+fn init_tracing_default() {
+    init_tracing("info");
+}
+
+/// Sets up logging: `RUST_LOG` wins over the configured filter.
+pub fn init_tracing(filter: &str) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    // Under systemd (JOURNAL_STREAM set, systemd.exec(5)) log with native journald fields;
+    // otherwise plain text on stderr. Never both.
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(journald.with_syslog_identifier("regmail".into()))
+            .try_init();
+        return;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A small blocking client of the daemon's API.
+struct ApiClient {
+    base: String,
+    auth: String,
+    agent: ureq::Agent,
+}
+
+impl ApiClient {
+    fn new(cli: &Cli) -> anyhow::Result<Self> {
+        let config = Config::load(cli.config.as_deref())?;
+        let base = match &cli.api {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                let mut addr = config.api.listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                format!("http://{addr}")
+            }
+        };
+        let token = match &config.api.token {
+            crate::config::TokenSource::Generated(p) if !p.exists() => {
+                bail!(
+                    "no API token: set {TOKEN_ENV}, or give --config with api.token_file (the daemon's generated token lives in {})",
+                    p.display()
+                )
+            }
+            _ => config.load_token().map_err(anyhow::Error::msg)?,
+        };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Ok(ApiClient {
+            base,
+            auth: format!("Bearer {}", token.expose_secret()),
+            agent,
+        })
+    }
+
+    fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .call()
+            .with_context(|| {
+                format!(
+                    "cannot reach the daemon at {} (is `regmail serve` running?)",
+                    self.base
+                )
+            })?;
+        Self::answer(resp)
+    }
+
+    fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let mut resp = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .call()
+            .with_context(|| {
+                format!(
+                    "cannot reach the daemon at {} (is `regmail serve` running?)",
+                    self.base
+                )
+            })?;
+        if resp.status().is_success() {
+            return Ok(resp.body_mut().read_to_string()?);
+        }
+        Self::answer(resp).map(|v| v.to_string())
+    }
+
+    fn post_raw(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+        let resp = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .header("Content-Type", "message/rfc822")
+            .send(&body[..])
+            .with_context(|| {
+                format!(
+                    "cannot reach the daemon at {} (is `regmail serve` running?)",
+                    self.base
+                )
+            })?;
+        Self::answer(resp)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let resp = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .send_json(body)
+            .with_context(|| {
+                format!(
+                    "cannot reach the daemon at {} (is `regmail serve` running?)",
+                    self.base
+                )
+            })?;
+        Self::answer(resp)
+    }
+
+    fn answer(mut resp: ureq::http::Response<ureq::Body>) -> anyhow::Result<Value> {
+        let status = resp.status();
+        let v: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(v);
+        }
+        let err = &v["error"];
+        let field = err["field"].as_str().unwrap_or_default();
+        let message = err["message"].as_str().unwrap_or("no details");
+        if field.is_empty() {
+            bail!("{status}: {message}")
+        }
+        bail!("{status}: {field}: {message}")
+    }
+}
+
+/// Percent-encodes a path segment or query value (RFC 3986 §2.1: unreserved characters stay).
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn s(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(x)) => x.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn items(v: &Value, key: &str) -> Vec<Value> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn print_json(out: &mut impl Write, v: &Value) -> anyhow::Result<()> {
+    writeln!(out, "{}", serde_json::to_string_pretty(v)?)?;
+    Ok(())
+}
+
+fn print_domain(out: &mut impl Write, d: &Value) -> anyhow::Result<()> {
+    let name = s(d, "domain");
+    let uni = s(d, "domain_unicode");
+    let shown = if uni != name {
+        format!("{uni} ({name})")
+    } else {
+        name
+    };
+    writeln!(out, "domain:   {shown}")?;
+    writeln!(out, "status:   {} / {}", s(d, "status"), s(d, "phase"))?;
+    writeln!(out, "client:   {}", s(d, "client_id"))?;
+    writeln!(
+        out,
+        "years:    {}   paid: {}   auto-renew: {}",
+        s(d, "years"),
+        s(d, "paid"),
+        s(d, "auto_renew")
+    )?;
+    writeln!(out, "expires:  {}", s(d, "expires"))?;
+    if let Some(r) = d.get("open_request").filter(|r| !r.is_null()) {
+        writeln!(
+            out,
+            "request:  {} {} {} (attempts {})",
+            s(r, "id"),
+            s(r, "kind"),
+            s(r, "state"),
+            s(r, "attempts")
+        )?;
+    }
+    let err = s(d, "last_error");
+    if !err.is_empty() {
+        writeln!(out, "error:    {err}")?;
+    }
+    Ok(())
+}
+
+fn print_log_line(out: &mut impl Write, e: &Value) -> anyhow::Result<()> {
+    let change = match (s(e, "status_before"), s(e, "status_after")) {
+        (b, a) if b.is_empty() && a.is_empty() => String::new(),
+        (b, a) if b.is_empty() => format!(" [-> {a}]"),
+        (b, a) => format!(" [{b} -> {a}]"),
+    };
+    let subject = [s(e, "domain"), s(e, "client"), s(e, "request")]
+        .into_iter()
+        .find(|x| !x.is_empty())
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "{:>6} {} {:<9} {:<28} {} {}{}",
+        s(e, "seq"),
+        s(e, "at"),
+        s(e, "actor"),
+        s(e, "action"),
+        subject,
+        s(e, "message"),
+        change
+    )?;
+    Ok(())
+}
+
+fn table(out: &mut impl Write, head: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c}{}", " ".repeat(widths[i] - c.chars().count())))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    writeln!(
+        out,
+        "{}",
+        line(head.iter().map(|h| h.to_string()).collect())
+    )?;
+    for r in rows {
+        writeln!(out, "{}", line(r.clone()))?;
+    }
+    if rows.is_empty() {
+        writeln!(out, "(none)")?;
+    }
+    Ok(())
+}

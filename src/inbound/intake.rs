@@ -1,0 +1,408 @@
+//! The intake: turns one stored message into its outcome, in one store transaction with the
+//! state change it causes (DESIGN.md inv. 1 and 2): applied to exactly one request, ignored
+//! with a reason, quarantined with a reason, or left unmatched for an operator. Never guessed.
+
+use std::sync::{Arc, RwLock};
+
+use jiff::Timestamp;
+
+use super::classify::{Class, ClassifyContext, Decision, classify, decide};
+use super::correlate::{Correlation, ReplyFacts, Signal, correlate, token_from_message_id};
+use super::parse::{ParseLimits, ParsedMail, parse};
+use super::rules::{RuleMatch, Rules};
+use super::source::Processor;
+use crate::api::UuidIds;
+use crate::core::{Actor, Ctx, Event, Evidence, LogDraft, Policy, ReplyOutcome, RequestId};
+use crate::store::inbox::{InboxMessage, InboxState, inbox_state_key, message_id_key};
+use crate::store::{ApplyError, Extra, Store};
+
+/// Everything the intake needs; shared by the sources.
+pub struct Intake {
+    /// The store.
+    pub store: Arc<Store>,
+    /// Reply rules; replaced on reload.
+    pub rules: Arc<RwLock<Arc<Rules>>>,
+    /// Core policy.
+    pub policy: Policy,
+    /// Our addresses and the registrar's.
+    pub classify: ClassifyContext,
+    /// Work bounds.
+    pub limits: ParseLimits,
+    /// The registrar's charset, for unlabelled 8-bit text.
+    pub fallback: &'static encoding_rs::Encoding,
+    /// Woken when a reply queued a request (a registered client releases its domains).
+    pub outbox_wake: Option<Arc<tokio::sync::Notify>>,
+    /// Where the reply-to-status latency is recorded.
+    pub health: Option<Arc<crate::health::Health>>,
+}
+
+/// What the intake decided for one message, before it is committed.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// Final state.
+    pub state: InboxState,
+    /// Why.
+    pub reason: String,
+    /// The decision of classification + rules.
+    pub decision: Option<Decision>,
+    /// The rule that matched.
+    pub rule: Option<RuleMatch>,
+    /// The request and how it was found.
+    pub request: Option<(RequestId, Signal)>,
+    /// The event to apply.
+    pub event: Option<Event>,
+    /// The parsed message (None when quarantined).
+    pub mail: Option<ParsedMail>,
+}
+
+/// A verdict with no event.
+pub fn verdict(state: InboxState, reason: impl Into<String>, mail: Option<ParsedMail>) -> Verdict {
+    Verdict {
+        state,
+        reason: reason.into(),
+        decision: None,
+        rule: None,
+        request: None,
+        event: None,
+        mail,
+    }
+}
+
+impl Intake {
+    fn rules(&self) -> Arc<Rules> {
+        match self.rules.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Decides what a raw message means, without committing anything (also used by
+    /// `regmail rules test`). `assigned` forces the request (an operator's assignment).
+    pub fn judge(&self, raw: &[u8], assigned: Option<RequestId>) -> Result<Verdict, String> {
+        let mail = match parse(raw, &self.limits, self.fallback) {
+            Ok(m) => m,
+            Err(q) => return Ok(verdict(InboxState::Quarantined, q.reason, None)),
+        };
+        let class = classify(&mail, &self.classify);
+        let rules = self.rules();
+        let rm = if class.rules_apply() {
+            rules.first_match(&mail.subject, &mail.reply_text)
+        } else {
+            None
+        };
+        let decision = decide(&class, rm.is_some());
+        let mut v = verdict(InboxState::Ignored, String::new(), None);
+        v.decision = Some(decision);
+        v.rule = rm.clone();
+        match decision {
+            Decision::OwnLoop => v.reason = "our own request came back (mail loop)".into(),
+            Decision::DeliveryNotice => v.reason = "a delivery report that is not a failure".into(),
+            Decision::AutoReply => {
+                v.reason = format!(
+                    "an automatic reply ({}) that no reply rule matches",
+                    class.auto_reply_signal().unwrap_or("auto-reply")
+                )
+            }
+            Decision::NotFromRegistrar => {
+                v.reason = format!(
+                    "sender {:?} is not one of the registrar's addresses ([registrar] senders); kept, changes nothing",
+                    mail.from
+                )
+            }
+            Decision::Unmatched => {
+                v.state = InboxState::Unmatched;
+                v.reason = "from the registrar, but no reply rule matches this wording; add a rule or assign it".into();
+            }
+            Decision::Bounce => {
+                let Class::Bounce(info) = &class else {
+                    return Err("a bounce decision without bounce details".into());
+                };
+                let target = assigned.or_else(|| {
+                    info.original_message_id
+                        .as_deref()
+                        .and_then(|id| token_from_message_id(id, &self.classify.message_id_host))
+                });
+                match target {
+                    Some(rid)
+                        if self
+                            .store
+                            .request(rid)
+                            .map_err(|e| e.to_string())?
+                            .is_some() =>
+                    {
+                        let reason = format!(
+                            "bounced by the mail system: {} {}",
+                            info.status.as_deref().unwrap_or(""),
+                            info.diagnostic.as_deref().unwrap_or("no diagnostic")
+                        );
+                        let signal = if assigned.is_some() {
+                            Signal::Operator
+                        } else {
+                            Signal::MessageId
+                        };
+                        v.state = InboxState::Applied;
+                        v.reason = reason.trim().to_owned();
+                        v.request = Some((rid, signal));
+                        v.event = Some(Event::Reply {
+                            request: rid,
+                            outcome: ReplyOutcome::Rejected {
+                                reason: v.reason.clone(),
+                            },
+                            evidence: Evidence {
+                                message_id: mail.message_id.clone(),
+                                rule: Some("bounce".into()),
+                                correlation: Some(signal.as_str().into()),
+                                error: info.diagnostic.clone(),
+                                ..Evidence::default()
+                            },
+                        });
+                    }
+                    _ => {
+                        v.state = InboxState::Unmatched;
+                        v.reason = "a bounce of a message that is not one of our requests".into();
+                    }
+                }
+            }
+            Decision::RegistrarReply => {
+                let Some(m) = rm else {
+                    return Err("a registrar reply without a rule".into());
+                };
+                let Some(outcome) = m.outcome() else {
+                    v.reason = format!("rule {} says to ignore this reply", m.rule);
+                    v.mail = Some(mail);
+                    return Ok(v);
+                };
+                let found = match assigned {
+                    Some(rid) => Correlation::Found {
+                        request: rid,
+                        signal: Signal::Operator,
+                    },
+                    None => {
+                        let facts = ReplyFacts {
+                            in_reply_to: &mail.in_reply_to,
+                            references: &mail.references,
+                            subject: &mail.subject,
+                            task_id: m.captures.task_id.as_deref(),
+                            domain: m.captures.domain.as_ref(),
+                            handle: m.captures.handle.as_ref(),
+                            kinds: &m.kinds,
+                        };
+                        correlate(&self.store, &facts, &self.classify.message_id_host)
+                            .map_err(|e| e.to_string())?
+                    }
+                };
+                match found {
+                    Correlation::Found { request, signal } => {
+                        v.state = InboxState::Applied;
+                        v.reason = format!(
+                            "rule {} matched; tied to request {request} by {}",
+                            m.rule,
+                            signal.as_str()
+                        );
+                        v.request = Some((request, signal));
+                        v.event = Some(Event::Reply {
+                            request,
+                            outcome,
+                            evidence: Evidence {
+                                message_id: mail.message_id.clone(),
+                                rule: Some(m.rule.clone()),
+                                correlation: Some(signal.as_str().into()),
+                                task_id: m.captures.task_id.clone(),
+                                ..Evidence::default()
+                            },
+                        });
+                    }
+                    Correlation::Unmatched(why) => {
+                        v.state = InboxState::Unmatched;
+                        v.reason = format!("rule {} matched, but {why}", m.rule);
+                    }
+                }
+            }
+        }
+        v.mail = Some(mail);
+        Ok(v)
+    }
+
+    /// Commits a verdict for the stored message `rec`: the event (if any), the message's new
+    /// record, its index entries and a log line, in one transaction.
+    pub fn settle(&self, rec: &InboxMessage, mut v: Verdict) -> Result<InboxMessage, String> {
+        let now = Timestamp::now();
+        // A second copy of a message (same Message-ID) changes nothing: logged only.
+        if let Some(mid) = v.mail.as_ref().and_then(|m| m.message_id.clone())
+            && let Some(first) = self
+                .store
+                .message_id_seen(&mid)
+                .map_err(|e| e.to_string())?
+            && first != rec.key
+            && v.event.is_some()
+        {
+            v.state = InboxState::Ignored;
+            v.reason =
+                format!("a second copy of message {first} (same Message-ID {mid}); logged only");
+            v.event = None;
+        }
+        let attempt = self.commit(rec, &v, now);
+        match attempt {
+            Ok(done) => Ok(done),
+            Err(ApplyError::Core(e)) => {
+                // The reply does not fit the request's state: an operator must look at it.
+                let mut v2 = v.clone();
+                v2.state = InboxState::Unmatched;
+                v2.reason = format!("{}; but it does not fit the request now: {e}", v.reason);
+                v2.event = None;
+                self.commit(rec, &v2, now).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn commit(
+        &self,
+        rec: &InboxMessage,
+        v: &Verdict,
+        now: Timestamp,
+    ) -> Result<InboxMessage, ApplyError> {
+        let mail = v.mail.as_ref();
+        let done = InboxMessage {
+            state: v.state,
+            reason: Some(v.reason.clone()),
+            message_id: mail
+                .and_then(|m| m.message_id.clone())
+                .or_else(|| rec.message_id.clone()),
+            from: mail.map(|m| m.from.clone()).or_else(|| rec.from.clone()),
+            subject: mail
+                .map(|m| m.subject.clone())
+                .or_else(|| rec.subject.clone()),
+            request: v.request.map(|(r, _)| r),
+            rule: v
+                .rule
+                .as_ref()
+                .map(|r| r.rule.clone())
+                .or_else(|| rec.rule.clone()),
+            settled: Some(now),
+            ..rec.clone()
+        };
+        let mut ids = UuidIds;
+        let mut ctx = Ctx {
+            now,
+            ids: &mut ids,
+            policy: &self.policy,
+        };
+        let record = done.clone();
+        let mut extra = |_: &crate::core::Transition| {
+            let mut x = Extra {
+                inbox: vec![(
+                    record.key.as_bytes().to_vec(),
+                    crate::store::encode_value(&record),
+                )],
+                index_del: vec![
+                    inbox_state_key(InboxState::Pending, &record.key),
+                    inbox_state_key(InboxState::Unmatched, &record.key),
+                ],
+                ..Extra::default()
+            };
+            if record.state == InboxState::Unmatched {
+                x.index_put.push((
+                    inbox_state_key(InboxState::Unmatched, &record.key),
+                    Vec::new(),
+                ));
+            }
+            if let Some(mid) = &record.message_id {
+                x.index_put
+                    .push((message_id_key(mid), record.key.as_bytes().to_vec()));
+            }
+            if record.state != InboxState::Applied {
+                x.log.push(LogDraft {
+                    at: now,
+                    actor: Actor::Intake,
+                    action: format!("mail.{}", record.state.as_str().to_ascii_lowercase()),
+                    message: format!(
+                        "message {} from {} ({:?}): {}",
+                        record.key,
+                        record.from.as_deref().unwrap_or("?"),
+                        record.subject.as_deref().unwrap_or(""),
+                        record.reason.as_deref().unwrap_or("")
+                    ),
+                    domain: None,
+                    client: None,
+                    request: record.request,
+                    status_before: None,
+                    status_after: Some(record.state.as_str().to_owned()),
+                    evidence: Evidence {
+                        message_id: record.message_id.clone(),
+                        rule: record.rule.clone(),
+                        ..Evidence::default()
+                    },
+                });
+            }
+            x
+        };
+        let applied = self
+            .store
+            .apply_with(v.event.clone(), &mut ctx, &mut extra)?;
+        if let Some(h) = &self.health
+            && done.state == InboxState::Applied
+        {
+            h.observe_latency(
+                (now.as_millisecond() - rec.received.as_millisecond()) as f64 / 1000.0,
+            );
+        }
+        if let Some(w) = &self.outbox_wake
+            && applied
+                .transition
+                .effects
+                .iter()
+                .any(|e| matches!(e, crate::core::Effect::Send(_)))
+        {
+            w.notify_one();
+        }
+        Ok(done)
+    }
+}
+
+impl Processor for Intake {
+    fn process(&self, key: &str, quarantine: Option<&str>) -> Result<InboxMessage, String> {
+        let rec = self
+            .store
+            .inbox_message(key)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("message {key} is not stored"))?;
+        if rec.state != InboxState::Pending {
+            return Ok(rec);
+        }
+        let v = match quarantine {
+            Some(reason) => verdict(InboxState::Quarantined, reason, None),
+            None => {
+                let raw = self
+                    .store
+                    .raw_message(key)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("raw bytes of {key} are missing"))?;
+                self.judge(&raw, None)?
+            }
+        };
+        let done = self.settle(&rec, v)?;
+        tracing::info!(
+            key,
+            state = done.state.as_str(),
+            reason = done.reason.as_deref().unwrap_or(""),
+            "message processed"
+        );
+        Ok(done)
+    }
+}
+
+impl Intake {
+    /// Processes every message stored but not yet processed (after a crash or restart).
+    pub fn process_pending(&self) -> Result<usize, String> {
+        let pending = self
+            .store
+            .inbox_in_state(InboxState::Pending, usize::MAX)
+            .map_err(|e| e.to_string())?;
+        let n = pending.len();
+        for m in pending {
+            self.process(&m.key, None)?;
+        }
+        Ok(n)
+    }
+}

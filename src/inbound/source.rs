@@ -1,0 +1,188 @@
+//! What the message sources share: the processor they hand stored messages to, their health,
+//! and the Maildir source (the embedded default for machines without IMAP).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::watch;
+
+use crate::health::{Health, Worker};
+use crate::store::Store;
+use crate::store::inbox::{InboxMessage, Received};
+
+/// Processes a message already stored under `key`; `quarantine` forces quarantine with that
+/// reason (e.g. a size found over the limit before fetching).
+pub trait Processor: Send + Sync {
+    /// Processes one stored message and settles it.
+    fn process(&self, key: &str, quarantine: Option<&str>) -> Result<InboxMessage, String>;
+}
+
+/// A source's heartbeat and results, feeding the daemon's [`Health`].
+#[derive(Debug)]
+pub struct SourceHealth {
+    /// Shared counters.
+    pub health: Arc<Health>,
+    /// The intake worker's heartbeat.
+    pub worker: Arc<Worker>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl SourceHealth {
+    /// A source health for the `intake` worker.
+    pub fn new(health: Arc<Health>, worker: Arc<Worker>) -> Self {
+        SourceHealth {
+            health,
+            worker,
+            last_error: Mutex::new(None),
+        }
+    }
+    /// Records a successful sweep.
+    pub fn success(&self) {
+        self.worker.beat();
+        self.health.source_result(true);
+    }
+    /// Records an error (the worker is alive, the source is not reachable).
+    pub fn error(&self, e: &str) {
+        self.worker.beat();
+        self.health.source_result(false);
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some(e.to_owned());
+        }
+    }
+    /// The last error.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+/// A Maildir (`new/`, `cur/`, `tmp/`) read as the inbox; processed files move to
+/// `.Processed/cur/` inside it (the Maildir++ sub-folder convention).
+pub struct MaildirSource {
+    /// The Maildir.
+    pub dir: PathBuf,
+    /// The store.
+    pub store: Arc<Store>,
+    /// What processes a stored message.
+    pub processor: Arc<dyn Processor>,
+    /// Largest message read whole.
+    pub max_message_bytes: u64,
+    /// How often to look.
+    pub poll_interval: Duration,
+    /// Health.
+    pub health: Arc<SourceHealth>,
+}
+
+/// The unique part of a Maildir file name (before the `:2,` flags).
+fn unique(name: &str) -> &str {
+    name.split(':').next().unwrap_or(name)
+}
+
+impl MaildirSource {
+    /// Creates the folders if missing.
+    pub fn ensure_dirs(dir: &Path) -> std::io::Result<()> {
+        for sub in [
+            "new",
+            "cur",
+            "tmp",
+            ".Processed/new",
+            ".Processed/cur",
+            ".Processed/tmp",
+        ] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        Ok(())
+    }
+
+    /// One sweep: every file in `new/` and `cur/`, oldest name first. Returns how many.
+    pub fn sweep(&self) -> Result<usize, String> {
+        Self::ensure_dirs(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let mut files = Vec::new();
+        for sub in ["new", "cur"] {
+            let rd = std::fs::read_dir(self.dir.join(sub))
+                .map_err(|e| format!("{}: {e}", self.dir.join(sub).display()))?;
+            for entry in rd.flatten() {
+                if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                    files.push(entry.path());
+                }
+            }
+        }
+        files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+        let mut n = 0;
+        for path in files {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let key = format!("maildir/{}", unique(&name));
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let (bytes, quarantine) = if size > self.max_message_bytes {
+                let head =
+                    read_head(&path, 64 * 1024).map_err(|e| format!("{}: {e}", path.display()))?;
+                (
+                    head,
+                    Some(format!(
+                        "message of {size} octets is over the limit of {}",
+                        self.max_message_bytes
+                    )),
+                )
+            } else {
+                (
+                    std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+                    None,
+                )
+            };
+            match self
+                .store
+                .receive(&key, &bytes, Timestamp::now())
+                .map_err(|e| e.to_string())?
+            {
+                Received::New(_) => {
+                    self.processor.process(&key, quarantine.as_deref())?;
+                }
+                Received::Known(first) => {
+                    tracing::info!(%key, %first, "message stored before (same bytes); not applied again")
+                }
+            }
+            let target = self.dir.join(".Processed/cur").join(&name);
+            std::fs::rename(&path, &target)
+                .map_err(|e| format!("moving {} to {}: {e}", path.display(), target.display()))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Runs until `stop`.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let me = Arc::new(self);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let m = me.clone();
+            match tokio::task::spawn_blocking(move || m.sweep()).await {
+                Ok(Ok(_)) => me.health.success(),
+                Ok(Err(e)) => {
+                    me.health.error(&e);
+                    tracing::warn!(error = %e, "maildir sweep failed");
+                }
+                Err(e) => tracing::error!(error = %e, "maildir task failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(me.poll_interval) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; n];
+    let got = f.read(&mut buf)?;
+    buf.truncate(got);
+    Ok(buf)
+}

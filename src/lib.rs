@@ -1,0 +1,15 @@
+//! regmail: orders domains from e-mail driven registrars (R01.RU first) on behalf of hosting
+//! control panels. See ARCHITECTURE.md for the map of the code.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod daemon;
+pub mod demo;
+pub mod health;
+pub mod inbound;
+pub mod outbound;
+pub mod sandbox;
+pub mod scheduler;
+pub mod store;

@@ -1,0 +1,5 @@
+//! The `regmail` binary: see `regmail --help` and README.md.
+
+fn main() {
+    std::process::exit(regmail::cli::main());
+}

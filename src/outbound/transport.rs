@@ -1,0 +1,116 @@
+//! Where rendered requests go: SMTP, the local `sendmail` binary, or a directory of .eml files
+//! (the embedded default, for machines without a mail server).
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::AsyncWriteExt;
+
+use super::render::RenderedRequest;
+use super::smtp::SmtpSender;
+
+/// What became of one send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Accepted; the server's words.
+    Sent(String),
+    /// Failed for now (connection refused, 4xx, auth trouble): try again later.
+    Transient(String),
+    /// Refused for good (5xx): the request fails.
+    Permanent(String),
+    /// The link broke after the message data was sent: it may or may not have gone.
+    Unknown(String),
+}
+
+/// A configured transport.
+pub enum Transport {
+    /// Writes `<token>.eml` files into the directory (atomically: temp file, then rename).
+    Dir(PathBuf),
+    /// Pipes the message to `sendmail -i -f <from> -- <recipients>`.
+    Sendmail(PathBuf),
+    /// SMTP (submission) through lettre, one reused connection.
+    Smtp(Box<SmtpSender>),
+}
+
+impl Transport {
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transport::Dir(_) => "dir",
+            Transport::Sendmail(_) => "sendmail",
+            Transport::Smtp(_) => "smtp",
+        }
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, msg: &RenderedRequest, token: &str) -> SendOutcome {
+        match self {
+            Transport::Dir(dir) => write_to_dir(dir, msg, token).await,
+            Transport::Sendmail(bin) => sendmail(bin, msg).await,
+            Transport::Smtp(s) => s.send(msg).await,
+        }
+    }
+
+    /// Closes any open connection (on shutdown).
+    pub async fn close(&mut self) {
+        if let Transport::Smtp(s) = self {
+            s.close().await;
+        }
+    }
+}
+
+async fn write_to_dir(dir: &Path, msg: &RenderedRequest, token: &str) -> SendOutcome {
+    let result = async {
+        tokio::fs::create_dir_all(dir).await?;
+        let tmp = dir.join(format!(".{token}.eml.tmp"));
+        let path = dir.join(format!("{token}.eml"));
+        let mut f = tokio::fs::File::create(&tmp).await?;
+        f.write_all(&msg.bytes).await?;
+        f.sync_all().await?;
+        drop(f);
+        tokio::fs::rename(&tmp, &path).await?;
+        Ok::<_, std::io::Error>(path)
+    }
+    .await;
+    match result {
+        Ok(path) => SendOutcome::Sent(format!("written to {}", path.display())),
+        Err(e) => SendOutcome::Transient(format!("cannot write to {}: {e}", dir.display())),
+    }
+}
+
+/// sendmail(8) conventions: exit 0 accepted; EX_TEMPFAIL (75) try later; others refused.
+async fn sendmail(bin: &Path, msg: &RenderedRequest) -> SendOutcome {
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.arg("-i").arg("-f").arg(msg.from.to_string()).arg("--");
+    for r in &msg.recipients {
+        cmd.arg(r.to_string());
+    }
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return SendOutcome::Transient(format!("cannot run {}: {e}", bin.display())),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        if let Err(e) = stdin.write_all(&msg.bytes).await {
+            return SendOutcome::Transient(format!("writing to {} failed: {e}", bin.display()));
+        }
+        drop(stdin);
+    }
+    match child.wait_with_output().await {
+        Ok(out) if out.status.success() => {
+            SendOutcome::Sent(format!("accepted by {}", bin.display()))
+        }
+        Ok(out) => {
+            let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            let text = format!("{} exited with {}: {err}", bin.display(), out.status);
+            if out.status.code() == Some(75) {
+                SendOutcome::Transient(text)
+            } else {
+                SendOutcome::Permanent(text)
+            }
+        }
+        Err(e) => SendOutcome::Transient(format!("waiting for {} failed: {e}", bin.display())),
+    }
+}

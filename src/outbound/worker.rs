@@ -1,0 +1,304 @@
+//! The outbox worker: takes queued requests from the store's outbox, renders and sends them,
+//! and records what happened as core events. Transient failures are retried with exponential
+//! backoff and jitter; the request keeps its Message-ID every time (DESIGN.md inv. 3).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::{Notify, watch};
+
+use super::profile::Profile;
+use super::render::{RenderedRequest, RequestSettings, render};
+use super::transport::{SendOutcome, Transport};
+use crate::api::UuidIds;
+use crate::core::{Ctx, Event, Policy, RequestId, RequestState};
+use crate::store::Store;
+
+/// Retry timing for transient failures.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    /// Delay after the first failure.
+    pub initial: Duration,
+    /// Longest delay.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// Delay before attempt `n + 1` after `n` failures: initial·2^(n-1), capped, ±20% jitter so
+    /// that many requests deferred together do not all come back at once.
+    pub fn delay(&self, failures: u32, jitter_unit: f64) -> Duration {
+        let exp = 2f64.powi(failures.saturating_sub(1).min(30) as i32);
+        let base = (self.initial.as_secs_f64() * exp).min(self.max.as_secs_f64());
+        let jitter = 0.8 + 0.4 * jitter_unit.clamp(0.0, 1.0);
+        Duration::from_secs_f64((base * jitter).max(0.05))
+    }
+}
+
+/// The shared, reloadable parts the worker renders with.
+pub struct OutboundSetup {
+    /// The registrar profile (templates, subjects, charset).
+    pub profile: Profile,
+    /// Addresses and the authorization block.
+    pub settings: RequestSettings,
+}
+
+/// The worker's state.
+pub struct OutboxWorker {
+    /// The store.
+    pub store: Arc<Store>,
+    /// Profile and settings; replaced on reload.
+    pub setup: Arc<RwLock<Arc<OutboundSetup>>>,
+    /// Where messages go.
+    pub transport: Transport,
+    /// Core policy (for events).
+    pub policy: Policy,
+    /// Woken when new requests are queued.
+    pub wake: Arc<Notify>,
+    /// Retry timing.
+    pub backoff: Backoff,
+    /// Failures and next attempt per request (in memory: after a restart every queued request
+    /// is tried at once, which is what an operator expects after fixing the cause).
+    deferred: HashMap<RequestId, (u32, std::time::Instant)>,
+    /// Counters, and this worker's heartbeat (for the watchdog).
+    health: Option<(Arc<crate::health::Health>, Arc<crate::health::Worker>)>,
+}
+
+/// Renders the request `id` as it would be sent now.
+pub fn render_request(
+    store: &Store,
+    setup: &OutboundSetup,
+    id: RequestId,
+) -> Result<RenderedRequest, String> {
+    let r = store
+        .request(id)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("request {id} does not exist"))?;
+    let c = store
+        .client(&r.client_id)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("client {} of request {id} does not exist", r.client_id))?;
+    let d = match &r.domain {
+        Some(name) => Some(
+            store
+                .domain(name)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("domain {name} of request {id} does not exist"))?,
+        ),
+        None => None,
+    };
+    render(&setup.profile, &setup.settings, &r, &c, d.as_ref()).map_err(|e| e.to_string())
+}
+
+impl OutboxWorker {
+    /// A worker.
+    pub fn new(
+        store: Arc<Store>,
+        setup: Arc<RwLock<Arc<OutboundSetup>>>,
+        transport: Transport,
+        policy: Policy,
+        wake: Arc<Notify>,
+        backoff: Backoff,
+    ) -> Self {
+        OutboxWorker {
+            store,
+            setup,
+            transport,
+            policy,
+            wake,
+            backoff,
+            deferred: HashMap::new(),
+            health: None,
+        }
+    }
+
+    /// Reports results and beats to the daemon's health.
+    pub fn with_health(
+        mut self,
+        health: Arc<crate::health::Health>,
+        heartbeat: Arc<crate::health::Worker>,
+    ) -> Self {
+        self.health = Some((health, heartbeat));
+        self
+    }
+
+    fn beat(&self) {
+        if let Some((_, w)) = &self.health {
+            w.beat();
+        }
+    }
+
+    fn count(&self, ok: bool) {
+        if let Some((h, _)) = &self.health {
+            h.transport_result(ok);
+        }
+    }
+
+    fn setup(&self) -> Arc<OutboundSetup> {
+        match self.setup.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    async fn apply(&self, event: Event) {
+        let (store, policy) = (self.store.clone(), self.policy.clone());
+        let label = format!("{event:?}").chars().take(60).collect::<String>();
+        let res = tokio::task::spawn_blocking(move || {
+            let mut ids = UuidIds;
+            let mut ctx = Ctx {
+                now: Timestamp::now(),
+                ids: &mut ids,
+                policy: &policy,
+            };
+            store.apply(event, &mut ctx).map(|_| ())
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, event = %label, "recording a send result failed")
+            }
+            Err(e) => tracing::error!(error = %e, "the store task failed"),
+        }
+    }
+
+    /// Sends every queued request that is due. Returns how many were handed to the transport.
+    pub async fn drain_once(&mut self) -> usize {
+        let ids = match self.store.outbox(500) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the outbox failed");
+                return 0;
+            }
+        };
+        let now = std::time::Instant::now();
+        let mut handed = 0;
+        for id in ids {
+            if self.deferred.get(&id).is_some_and(|(_, at)| *at > now) {
+                continue;
+            }
+            match self.store.request(id) {
+                Ok(Some(r)) if r.state == RequestState::Queued => {}
+                Ok(_) => {
+                    tracing::warn!(request_id = %id, "outbox entry for a request that is not Queued; skipped");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(request_id = %id, error = %e, "reading a queued request failed");
+                    continue;
+                }
+            }
+            let setup = self.setup();
+            let rendered = match render_request(&self.store, &setup, id) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.defer(id, format!("rendering failed: {e}")).await;
+                    continue;
+                }
+            };
+            handed += 1;
+            self.beat();
+            let outcome = self.transport.send(&rendered, &id.token()).await;
+            self.count(matches!(
+                outcome,
+                SendOutcome::Sent(_) | SendOutcome::Permanent(_)
+            ));
+            let copy = Some(rendered.copy.clone());
+            match outcome {
+                SendOutcome::Sent(detail) => {
+                    tracing::info!(request_id = %id, transport = self.transport.name(), %detail, "request sent");
+                    self.deferred.remove(&id);
+                    self.apply(Event::Sent {
+                        request: id,
+                        detail,
+                        copy,
+                    })
+                    .await;
+                }
+                SendOutcome::Permanent(reason) => {
+                    tracing::warn!(request_id = %id, %reason, "request refused permanently");
+                    self.deferred.remove(&id);
+                    self.apply(Event::SendFailed {
+                        request: id,
+                        reason,
+                        copy,
+                    })
+                    .await;
+                }
+                SendOutcome::Unknown(detail) => {
+                    tracing::warn!(request_id = %id, %detail, "request may or may not have been sent");
+                    self.deferred.remove(&id);
+                    self.apply(Event::SendUnknown {
+                        request: id,
+                        detail,
+                        copy,
+                    })
+                    .await;
+                }
+                SendOutcome::Transient(reason) => {
+                    tracing::warn!(request_id = %id, %reason, "sending failed; will retry");
+                    self.defer(id, reason).await;
+                }
+            }
+        }
+        handed
+    }
+
+    async fn defer(&mut self, id: RequestId, reason: String) {
+        let failures = self.deferred.get(&id).map_or(0, |(n, _)| *n) + 1;
+        let jitter = f64::from(uuid::Uuid::new_v4().as_bytes()[0]) / 255.0;
+        let delay = self.backoff.delay(failures, jitter);
+        self.deferred
+            .insert(id, (failures, std::time::Instant::now() + delay));
+        let retry_at = Timestamp::now() + jiff::SignedDuration::try_from(delay).unwrap_or_default();
+        self.apply(Event::SendDeferred {
+            request: id,
+            reason,
+            attempt: failures,
+            retry_at,
+        })
+        .await;
+    }
+
+    /// Runs until `stop` turns true. Finishes the message in hand before stopping.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let wake = self.wake.clone();
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            self.beat();
+            self.drain_once().await;
+            let next_due = self.deferred.values().map(|(_, at)| *at).min();
+            let sleep = next_due
+                .map(|at| at.saturating_duration_since(std::time::Instant::now()))
+                .unwrap_or(Duration::from_secs(5))
+                .clamp(Duration::from_millis(20), Duration::from_secs(5));
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        self.transport.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let b = Backoff {
+            initial: Duration::from_secs(2),
+            max: Duration::from_secs(60),
+        };
+        assert_eq!(b.delay(1, 0.5), Duration::from_secs(2));
+        assert_eq!(b.delay(3, 0.5), Duration::from_secs(8));
+        assert_eq!(b.delay(20, 0.5), Duration::from_secs(60));
+        assert!(b.delay(3, 0.0) < b.delay(3, 1.0));
+    }
+}
