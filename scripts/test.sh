@@ -10,6 +10,13 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+# systemd-analyze checks the unit file offline (tests/service.rs).
+if ! command -v systemd-analyze >/dev/null; then
+    echo "== installing systemd (for systemd-analyze)"
+    apt-get update -q || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd
+fi
+
 echo "== mail stack (Postfix + Dovecot on 127.0.0.1)"
 scripts/mailstack.sh up
 

@@ -82,6 +82,8 @@ impl ApiError {
     pub fn from_core(e: CoreError, field: &str) -> Self {
         let msg = e.to_string();
         match e {
+            // On /v1/clients/{id} the client is the resource (404); in an order it is a field.
+            CoreError::UnknownClient(_) if field == "id" => Self::not_found("id", msg),
             CoreError::UnknownClient(_) => Self::invalid("client_id", msg),
             CoreError::UnknownDomain(_) => Self::not_found("domain", msg),
             CoreError::UnknownRequest(_) => Self::not_found("request_id", msg),
@@ -104,7 +106,11 @@ impl IntoResponse for ApiError {
         let body = json!({
             "error": { "code": self.code, "field": self.field, "message": self.message }
         });
-        let mut resp = (self.status, Json(body)).into_response();
+                let mut resp = (self.status, Json(body)).into_response();
+        // An error may be answered before the request body was read; closing the connection
+        // (and saying so, RFC 9112 §9.6) keeps a client from writing into a dead keep-alive.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

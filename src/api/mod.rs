@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, Request as HttpRequest, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -129,6 +130,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .nest("/v1", v1)
+                .method_not_allowed_fallback(|| async {
+            ApiError {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                code: "method_not_allowed",
+                field: "method".into(),
+                message: "this endpoint does not take that method; see README.md for the API".into(),
+            }
+        })
         .fallback(|| async {
             ApiError::not_found("path", "no such endpoint; see README.md for the API")
         })
@@ -145,7 +154,10 @@ async fn require_token(State(state): Shared, req: HttpRequest, next: Next) -> Re
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+                // The scheme is case-insensitive (RFC 9110 §11.1).
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t)
         .map(|t| <[u8; 32]>::from(Sha256::digest(t.trim().as_bytes())));
     if presented != Some(state.token_hash) {
         return ApiError {
@@ -225,6 +237,14 @@ fn today() -> jiff::civil::Date {
     Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date()
 }
 
+/// A path parameter; one that is not valid UTF-8 is refused with error JSON naming it.
+fn param(p: Result<Path<String>, PathRejection>, field: &str) -> Result<String, ApiError> {
+    match p {
+        Ok(Path(v)) => Ok(v),
+        Err(e) => Err(ApiError::invalid(field, format!("cannot be read: {e}"))),
+    }
+}
+
 fn parse_domain_path(s: &str) -> Result<DomainName, ApiError> {
     input::domain_name("domain", s)
 }
@@ -276,7 +296,8 @@ async fn create_client(
     .await
 }
 
-async fn get_client(State(state): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_client(State(state): Shared, path_id: Result<Path<String>, PathRejection>) -> Result<Json<Value>, ApiError> {
+    let id = param(path_id, "id")?;
     let id = parse_client_path(&id)?;
     blocking(move || {
         let c = state
@@ -291,10 +312,11 @@ async fn get_client(State(state): Shared, Path(id): Path<String>) -> Result<Json
 
 async fn update_client(
     State(state): Shared,
-    Path(id): Path<String>,
+    path_id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let id = param(path_id, "id")?;
     let id = parse_client_path(&id)?;
     let v = read_json(&state, &headers, body).await?;
     let o = input::Obj::root(&v)?;
@@ -434,18 +456,20 @@ async fn order_domain(
 
 async fn get_domain(
     State(state): Shared,
-    Path(domain): Path<String>,
+    path_domain: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let domain = param(path_domain, "domain")?;
     let name = parse_domain_path(&domain)?;
     blocking(move || domain_view(&state.store, &name).map(Json)).await
 }
 
 async fn mark_paid(
     State(state): Shared,
-    Path(domain): Path<String>,
+    path_domain: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let domain = param(path_domain, "domain")?;
     let name = parse_domain_path(&domain)?;
     let v = read_json(&state, &headers, body).await?;
     input::Obj::root(&v)?.only(&[])?;
@@ -464,10 +488,11 @@ async fn mark_paid(
 
 async fn renew(
     State(state): Shared,
-    Path(domain): Path<String>,
+    path_domain: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let domain = param(path_domain, "domain")?;
     let name = parse_domain_path(&domain)?;
     let key = idempotency_key(&headers, &format!("POST /v1/domains/{name}/renew"))?;
     let v = read_json(&state, &headers, body).await?;
@@ -484,10 +509,11 @@ async fn renew(
 
 async fn resolve(
     State(state): Shared,
-    Path(domain): Path<String>,
+    path_domain: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let domain = param(path_domain, "domain")?;
     let name = parse_domain_path(&domain)?;
     let v = read_json(&state, &headers, body).await?;
     let o = input::Obj::root(&v)?;
@@ -529,10 +555,11 @@ async fn resolve(
 
 async fn cancel(
     State(state): Shared,
-    Path(domain): Path<String>,
+    path_domain: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let domain = param(path_domain, "domain")?;
     let name = parse_domain_path(&domain)?;
     let v = read_json(&state, &headers, body).await?;
     let o = input::Obj::root(&v)?;
@@ -552,7 +579,8 @@ async fn cancel(
     .await
 }
 
-async fn retry(State(state): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn retry(State(state): Shared, path_id: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let id = param(path_id, "request_id")?;
     let id = parse_request_path(&id)?;
     blocking(move || {
         let applied = apply_now(&state, Event::Retry { request: id }, "request_id")?;
@@ -574,10 +602,11 @@ async fn retry(State(state): Shared, Path(id): Path<String>) -> Result<Response,
 /// `POST /v1/requests/{id}/outcome`: the operator records what the registrar answered.
 async fn record_outcome(
     State(state): Shared,
-    Path(id): Path<String>,
+    path_id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let id = param(path_id, "request_id")?;
     let id = parse_request_path(&id)?;
     let v = read_json(&state, &headers, body).await?;
     let outcome = input::reply_outcome(&v)?;
@@ -605,8 +634,9 @@ async fn record_outcome(
 /// `GET /v1/requests/{id}/render`: the request e-mail as it would be sent now, password masked.
 async fn render_preview(
     State(state): Shared,
-    Path(id): Path<String>,
+    path_id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let id = param(path_id, "request_id")?;
     let id = parse_request_path(&id)?;
     let setup = match &state.outbound {
         Some(s) => match s.read() {
@@ -645,8 +675,9 @@ async fn render_preview(
 
 async fn get_request(
     State(state): Shared,
-    Path(id): Path<String>,
+    path_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = param(path_id, "request_id")?;
     let id = parse_request_path(&id)?;
     blocking(move || {
         let r = state
@@ -709,27 +740,30 @@ async fn scoped_log(
 
 async fn domain_log(
     State(state): Shared,
-    Path(domain): Path<String>,
+    path_domain: Result<Path<String>, PathRejection>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    let domain = param(path_domain, "domain")?;
     let name = parse_domain_path(&domain)?;
     scoped_log(state, LogScope::Domain(name), q).await
 }
 
 async fn client_log(
     State(state): Shared,
-    Path(id): Path<String>,
+    path_id: Result<Path<String>, PathRejection>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = param(path_id, "id")?;
     let id = parse_client_path(&id)?;
     scoped_log(state, LogScope::Client(id), q).await
 }
 
 async fn request_log(
     State(state): Shared,
-    Path(id): Path<String>,
+    path_id: Result<Path<String>, PathRejection>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = param(path_id, "request_id")?;
     let id = parse_request_path(&id)?;
     scoped_log(state, LogScope::Request(id), q).await
 }

@@ -328,8 +328,9 @@ mod tests {
 
     #[test]
     fn client_ids_and_handles_are_checked() {
-        assert!(ClientId::parse("cust-42.a:b_c").is_err());
-        assert!(ClientId::parse("cust-42.a:b").is_ok());
+        assert!(ClientId::parse("cust 42").is_err());
+        assert!(ClientId::parse("cust/42").is_err());
+        assert!(ClientId::parse("cust-42.a:b_c").is_ok());
         assert!(Handle::parse("MYCO_7_3-ORG-GPT").is_ok());
         assert!(Handle::parse("bad handle").is_err());
     }

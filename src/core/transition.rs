@@ -314,14 +314,16 @@ pub fn apply(
         Event::DeadlinePassed { request } => {
             let mut r = w.request(request)?;
             let due = r.reply_deadline.is_some_and(|d| d <= w.now);
-            if !due
-                || !matches!(
-                    r.state,
-                    RequestState::Sent | RequestState::SendUnknown | RequestState::Acknowledged
-                )
-            {
-                // A stale deadline (the request moved on): nothing to do.
-                w.t.effects.push(Effect::DisarmDeadline(r.id));
+            let awaiting = matches!(
+                r.state,
+                RequestState::Sent | RequestState::SendUnknown | RequestState::Acknowledged
+            );
+            if !due || !awaiting {
+                // A stale deadline: the request moved on (disarm what is left), or its deadline
+                // was re-armed later (keep the live one armed).
+                if !awaiting {
+                    w.t.effects.push(Effect::DisarmDeadline(r.id));
+                }
                 return Ok(w.finish());
             }
             let waited = w.policy.deadline(r.kind);
@@ -890,6 +892,11 @@ impl Work<'_> {
                 "the order for {name} was cancelled; nothing to resolve"
             )));
         }
+        if d.status == DomainStatus::AwaitingPayment {
+            return Err(CoreError::Illegal(format!(
+                "the order for {name} is not paid; mark it paid (or cancel it) before resolving"
+            )));
+        }
         let ev = Evidence {
             note: Some(note.clone()),
             ..Evidence::default()
@@ -919,8 +926,11 @@ impl Work<'_> {
         }
         match outcome {
             Resolution::Registered { expires } => {
+                // An explicit date wins; a renewal adds its years to the old expiry; a domain
+                // that already has an expiry keeps it (never moved back); else today + years.
                 let computed = match (renewal_years, d.expires) {
                     (Some(y), Some(old)) => add_years(old, y),
+                    (None, Some(old)) => Some(old),
                     _ => add_years(today(self.now), d.years),
                 };
                 d.expires = expires.or(computed).or(d.expires);
@@ -951,7 +961,14 @@ impl Work<'_> {
             )));
         }
         if old.state == RequestState::SendUnknown {
+            // The new request supersedes it: one open request per owner. Should the first
+            // e-mail have arrived after all, its replies are logged only.
+            let mut superseded = old.clone();
+            superseded.state = RequestState::Cancelled;
+            superseded.reply_deadline = None;
+            superseded.last_error = Some("superseded by an operator retry".into());
             self.t.effects.push(Effect::DisarmDeadline(old.id));
+            self.put_request(superseded, "request.superseded", "superseded by an operator retry".into(), Evidence::default());
         }
         match old.kind {
             RequestKind::ClientRegistration => {

@@ -23,4 +23,6 @@ pub mod source;
 
 pub use classify::{BounceInfo, Class, ClassifyContext, Decision, classify, decide};
 pub use parse::{ParseLimits, ParsedMail, Quarantine, parse};
-pub use rules::{Captures, RejectedCapture, ReplyEvent, RuleMatch, Rules, RulesError};
+pub use rules::{
+    Captures, Evaluation, RejectedCapture, ReplyEvent, RuleMatch, Rules, RulesError, RulesErrorKind,
+};

@@ -228,6 +228,7 @@ fn parse_checked(
         .filter(|a| !a.is_empty())
         .collect();
 
+    let from_name = from_name.map(|name| redecode_display_name(&msg, root, name, fallback));
     let subject = decode_subject(&msg, root, fallback, &mut notes);
 
     let mut body_parts = Vec::new();
@@ -449,6 +450,36 @@ fn decode_subject(
     }
 }
 
+/// A From display name sent as raw 8-bit text: re-read the field in the fallback charset.
+fn redecode_display_name(
+    msg: &Message<'_>,
+    root: &MessagePart<'_>,
+    name: String,
+    fallback: &'static Encoding,
+) -> String {
+    if !name.contains('\u{FFFD}') {
+        return name;
+    }
+    let Some(bytes) = raw_header(msg, root, "From") else {
+        return name;
+    };
+    if std::str::from_utf8(bytes).is_ok() {
+        return name;
+    }
+    let (text, _) = fallback.decode_without_bom_handling(bytes);
+    let synthetic = format!("From:{}\r\n\r\n", unfold(&text));
+    MessageParser::default()
+        .parse_headers(synthetic.as_bytes())
+        .and_then(|m| {
+            m.parts
+                .first()
+                .map(|r| header_addresses(r, "From"))
+                .and_then(|list| list.into_iter().next())
+                .and_then(|(n, _)| n)
+        })
+        .unwrap_or(name)
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -487,9 +518,15 @@ fn part_media_type(part: &MessagePart<'_>) -> Option<String> {
     part.content_type().map(media_type)
 }
 
+/// A part is an attachment when its disposition says so (RFC 2183) or when it carries a file
+/// name (`filename` or the older Content-Type `name`): a request file attached without a
+/// disposition must not be read as the reply's words.
 fn is_attachment(part: &MessagePart<'_>) -> bool {
     part.content_disposition()
-        .is_some_and(|cd| cd.is_attachment())
+        .is_some_and(|cd| cd.is_attachment() || cd.has_attribute("filename"))
+        || part
+            .content_type()
+            .is_some_and(|ct| ct.has_attribute("name"))
 }
 
 /// Collects the readable text of part `id` of `msg` into `out` (RFC 2046 §5.1): in
@@ -1201,6 +1238,17 @@ mod tests {
     }
 
     #[test]
+    fn raw_8bit_display_name_is_decoded_with_the_fallback() {
+        let (name, _, _) = WINDOWS_1251.encode("Робот R01");
+        let mut raw = b"From: ".to_vec();
+        raw.extend_from_slice(&name);
+        raw.extend_from_slice(b" <robot@registrar.test>\r\n\r\nx\r\n");
+        let m = parse(&raw, &limits(), WINDOWS_1251).unwrap();
+        assert_eq!(m.from, "robot@registrar.test");
+        assert_eq!(m.from_name.as_deref(), Some("Робот R01"));
+    }
+
+    #[test]
     fn alternative_prefers_plain_text() {
         let raw = crlf(
             "From: robot@registrar.test\nMIME-Version: 1.0\n\
@@ -1300,12 +1348,22 @@ mod tests {
 
     #[test]
     fn no_headers_or_no_from_is_quarantined() {
-        let q = parse(b"just some words\r\nno headers here\r\n", &limits(), KOI8_R).unwrap_err();
-        assert!(q.reason.contains("no header"), "{}", q.reason);
+        for raw in [
+            &b"just some words\r\nno headers here\r\n"[..],
+            b"",
+            b":x\r\n\r\n",
+        ] {
+            let q = parse(raw, &limits(), KOI8_R).unwrap_err();
+            assert!(
+                q.reason.starts_with("not an e-mail message"),
+                "{}",
+                q.reason
+            );
+        }
         let q = parse(&crlf("Subject: hi\n\nbody\n"), &limits(), KOI8_R).unwrap_err();
         assert_eq!(q.reason, "no From address");
-        let q = parse(b"", &limits(), KOI8_R).unwrap_err();
-        assert!(q.reason.contains("no header"), "{}", q.reason);
+        // Obsolete white space before the colon is still a header field (RFC 5322 §4.5).
+        assert!(parse(b"From : robot@registrar.test\r\n\r\nx", &limits(), KOI8_R).is_ok());
     }
 
     #[test]
@@ -1339,7 +1397,8 @@ mod tests {
              Content-Type: multipart/mixed; boundary=\"m\"\n\n\
              --m\nContent-Type: text/plain; charset=utf-8\n\nReply\n\
              --m\nContent-Type: text/plain; name=req.txt\nContent-Disposition: attachment; filename=req.txt\n\n\
-             Attached request\n--m--\n",
+             Attached request\n\
+             --m\nContent-Type: text/plain; name=\"request.txt\"\n\nNamed, no disposition\n--m--\n",
         );
         assert_eq!(parse(&raw, &limits(), KOI8_R).unwrap().body, "Reply");
     }

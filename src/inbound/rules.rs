@@ -623,8 +623,11 @@ fn clean_reason(value: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const SHIPPED: &str = include_str!("../../request-templates/r01/replies.toml");
+    static SHIPPED_RULES: std::sync::LazyLock<Rules> =
+        std::sync::LazyLock::new(|| Rules::parse(SHIPPED).unwrap());
 
     fn one(rule: &str) -> Result<Rules, RulesError> {
         Rules::parse(rule)
@@ -843,5 +846,28 @@ body = 'till'
                 .first_match("", "Thank you for your letter.")
                 .is_none()
         );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+        /// Any text through the shipped rules: a match or none, never a panic, and every
+        /// typed capture is valid by construction.
+        #[test]
+        fn shipped_rules_never_panic_on_any_text(subject in ".{0,80}", body in "(?s).{0,600}") {
+            let rules = &*SHIPPED_RULES;
+            let e = rules.evaluate(&subject, &body);
+            if let Some(m) = e.matched {
+                prop_assert!(rules.rules().iter().any(|r| r.name() == m.rule));
+            }
+        }
+
+        /// Any text as a rules file: loaded or refused with a line inside the text.
+        #[test]
+        fn any_rules_text_is_loaded_or_refused_with_a_line(text in "(?s).{0,400}") {
+            if let Err(e) = Rules::parse(&text) {
+                prop_assert!(e.line >= 1 && e.line <= text.lines().count().max(1) + 1, "{e}");
+            }
+        }
     }
 }
