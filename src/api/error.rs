@@ -106,7 +106,7 @@ impl IntoResponse for ApiError {
         let body = json!({
             "error": { "code": self.code, "field": self.field, "message": self.message }
         });
-                let mut resp = (self.status, Json(body)).into_response();
+        let mut resp = (self.status, Json(body)).into_response();
         // An error may be answered before the request body was read; closing the connection
         // (and saying so, RFC 9112 §9.6) keeps a client from writing into a dead keep-alive.
         resp.headers_mut()

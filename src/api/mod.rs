@@ -130,12 +130,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .nest("/v1", v1)
-                .method_not_allowed_fallback(|| async {
+        .method_not_allowed_fallback(|| async {
             ApiError {
                 status: StatusCode::METHOD_NOT_ALLOWED,
                 code: "method_not_allowed",
                 field: "method".into(),
-                message: "this endpoint does not take that method; see README.md for the API".into(),
+                message: "this endpoint does not take that method; see README.md for the API"
+                    .into(),
             }
         })
         .fallback(|| async {
@@ -154,7 +155,7 @@ async fn require_token(State(state): Shared, req: HttpRequest, next: Next) -> Re
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-                // The scheme is case-insensitive (RFC 9110 §11.1).
+        // The scheme is case-insensitive (RFC 9110 §11.1).
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t)
@@ -296,7 +297,10 @@ async fn create_client(
     .await
 }
 
-async fn get_client(State(state): Shared, path_id: Result<Path<String>, PathRejection>) -> Result<Json<Value>, ApiError> {
+async fn get_client(
+    State(state): Shared,
+    path_id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
     let id = param(path_id, "id")?;
     let id = parse_client_path(&id)?;
     blocking(move || {
@@ -579,7 +583,10 @@ async fn cancel(
     .await
 }
 
-async fn retry(State(state): Shared, path_id: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+async fn retry(
+    State(state): Shared,
+    path_id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
     let id = param(path_id, "request_id")?;
     let id = parse_request_path(&id)?;
     blocking(move || {

@@ -968,7 +968,12 @@ impl Work<'_> {
             superseded.reply_deadline = None;
             superseded.last_error = Some("superseded by an operator retry".into());
             self.t.effects.push(Effect::DisarmDeadline(old.id));
-            self.put_request(superseded, "request.superseded", "superseded by an operator retry".into(), Evidence::default());
+            self.put_request(
+                superseded,
+                "request.superseded",
+                "superseded by an operator retry".into(),
+                Evidence::default(),
+            );
         }
         match old.kind {
             RequestKind::ClientRegistration => {

@@ -252,7 +252,7 @@ pub fn unencodable_registrant_field(charset: Charset, r: &Registrant) -> Option<
         Registrant::Person(p) => {
             many(&mut fields, "passport", &p.passport);
             many(&mut fields, "postal_addr", &p.postal_addr);
-                        fields.push(("registrant.fio_ru".into(), &p.fio_ru));
+            fields.push(("registrant.fio_ru".into(), &p.fio_ru));
             fields.push(("registrant.fio_en".into(), &p.fio_en));
             fields.push(("registrant.email".into(), &p.email));
         }
@@ -260,7 +260,7 @@ pub fn unencodable_registrant_field(charset: Charset, r: &Registrant) -> Option<
             many(&mut fields, "legal_addr", &o.legal_addr);
             many(&mut fields, "postal_addr", &o.postal_addr);
             fields.push(("registrant.org_name_ru".into(), &o.org_name_ru));
-                        fields.push(("registrant.org_name_en".into(), &o.org_name_en));
+            fields.push(("registrant.org_name_en".into(), &o.org_name_en));
             fields.push(("registrant.email".into(), &o.email));
             for (name, v) in [("director_name", &o.director_name), ("bank", &o.bank)] {
                 if let Some(v) = v {

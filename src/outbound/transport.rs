@@ -80,9 +80,9 @@ async fn write_to_dir(dir: &Path, msg: &RenderedRequest, token: &str) -> SendOut
 /// sendmail(8) conventions: exit 0 accepted; EX_TEMPFAIL (75) try later; others refused.
 async fn sendmail(bin: &Path, msg: &RenderedRequest) -> SendOutcome {
     let mut cmd = tokio::process::Command::new(bin);
-    cmd.arg("-i").arg("-f").arg(msg.from.to_string()).arg("--");
+    cmd.arg("-i").arg("-f").arg(&msg.from).arg("--");
     for r in &msg.recipients {
-        cmd.arg(r.to_string());
+        cmd.arg(r);
     }
     cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())

@@ -77,7 +77,7 @@ pub struct InboxMessage {
 #[derive(Debug, Clone)]
 pub enum Received {
     /// First time: stored as Pending.
-    New(InboxMessage),
+    New(Box<InboxMessage>),
     /// The same bytes were stored before under this key (fetched again): nothing to do.
     Known(String),
 }
@@ -143,7 +143,7 @@ impl Store {
             Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
         }
         self.db.flush()?;
-        Ok(Received::New(rec))
+        Ok(Received::New(Box::new(rec)))
     }
 
     /// One message's record.

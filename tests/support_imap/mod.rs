@@ -315,7 +315,10 @@ impl Reply {
         let token = request["token"].as_str().expect("request token");
         Reply {
             from: format!("R01 Robot <{ROBOT}>"),
-            subject: format!("Re: {} [RM-{token}]", request["kind"].as_str().unwrap_or("")),
+            subject: format!(
+                "Re: {} [RM-{token}]",
+                request["kind"].as_str().unwrap_or("")
+            ),
             message_id: registrar_message_id("reply"),
             in_reply_to: None,
             extra_headers: Vec::new(),
@@ -416,9 +419,9 @@ pub fn smtp_send(from: &str, to: &str, raw: &[u8]) {
         let mut w = stream.try_clone().map_err(|e| e.to_string())?;
         let mut r = BufReader::new(stream);
         let cmd = |w: &mut TcpStream,
-                       r: &mut BufReader<TcpStream>,
-                       line: &str,
-                       expect: char|
+                   r: &mut BufReader<TcpStream>,
+                   line: &str,
+                   expect: char|
          -> Result<String, String> {
             w.write_all(format!("{line}\r\n").as_bytes())
                 .map_err(|e| format!("SMTP {line}: {e}"))?;
@@ -613,6 +616,155 @@ impl PlainImap {
     }
 }
 
+// ---- a fake IMAP server -----------------------------------------------------------------------
+
+/// A minimal IMAP server on 127.0.0.1 (no TLS) with an empty INBOX that, while a client IDLEs,
+/// sends `* OK Still here` every `keepalive` (as Dovecot does every
+/// `imap_idle_notify_interval`, 2 minutes by default). Counts the commands it received.
+pub struct FakeImap {
+    /// Its port.
+    pub port: u16,
+    /// Every command line received (tag removed), in order, with the time it came.
+    pub commands: Arc<Mutex<Vec<(Instant, String)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeImap {
+    /// Starts the server.
+    pub fn start(keepalive: Duration) -> FakeImap {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake IMAP");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("local_addr").port();
+        let commands: Arc<Mutex<Vec<(Instant, String)>>> = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (cmds, st) = (commands.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (cmds, st) = (cmds.clone(), st.clone());
+                        std::thread::spawn(move || {
+                            let _ = fake_imap_session(stream, keepalive, &cmds, &st);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        FakeImap {
+            port,
+            commands,
+            stop,
+        }
+    }
+
+    /// The commands received so far (verb and arguments, without the tag).
+    pub fn commands(&self) -> Vec<(Instant, String)> {
+        self.commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for FakeImap {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn fake_imap_session(
+    stream: TcpStream,
+    keepalive: Duration,
+    commands: &Mutex<Vec<(Instant, String)>>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    stream.set_nonblocking(false)?;
+    let writer = Arc::new(Mutex::new(stream.try_clone()?));
+    let send = |w: &Mutex<TcpStream>, text: &str| -> std::io::Result<()> {
+        w.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .write_all(text.as_bytes())
+    };
+    let idling = Arc::new(AtomicBool::new(false));
+    {
+        let (w, idling) = (writer.clone(), idling.clone());
+        std::thread::spawn(move || {
+            let mut last = Instant::now();
+            loop {
+                std::thread::sleep(Duration::from_millis(20));
+                if !idling.load(Ordering::Relaxed) {
+                    last = Instant::now();
+                    continue;
+                }
+                if last.elapsed() >= keepalive {
+                    last = Instant::now();
+                    let ok = w
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .write_all(b"* OK Still here\r\n");
+                    if ok.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    send(
+        &writer,
+        "* OK [CAPABILITY IMAP4rev1 IDLE MOVE UIDPLUS] fake IMAP ready\r\n",
+    )?;
+    let mut r = BufReader::new(stream);
+    let mut line = Vec::new();
+    let mut idle_tag: Option<String> = None;
+    while !stop.load(Ordering::Relaxed) {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&line).trim_end().to_owned();
+        if let Some(tag) = idle_tag.take() {
+            idling.store(false, Ordering::Relaxed);
+            commands
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((Instant::now(), text.clone()));
+            send(&writer, &format!("{tag} OK Idle completed\r\n"))?;
+            continue;
+        }
+        let (tag, rest) = text.split_once(' ').unwrap_or((text.as_str(), ""));
+        let verb = rest.split(' ').next().unwrap_or("").to_ascii_uppercase();
+        let logged = if verb == "LOGIN" {
+            "LOGIN ***".to_owned()
+        } else {
+            rest.to_owned()
+        };
+        commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((Instant::now(), logged));
+        let answer = match verb.as_str() {
+            "CAPABILITY" => {
+                format!("* CAPABILITY IMAP4rev1 IDLE MOVE UIDPLUS\r\n{tag} OK done\r\n")
+            }
+            "SELECT" | "EXAMINE" => format!(
+                "* FLAGS (\\Seen \\Deleted)\r\n* 0 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 4242] ok\r\n* OK [UIDNEXT 1] ok\r\n{tag} OK [READ-WRITE] done\r\n"
+            ),
+            "IDLE" => {
+                idle_tag = Some(tag.to_owned());
+                idling.store(true, Ordering::Relaxed);
+                "+ idling\r\n".to_owned()
+            }
+            "LOGOUT" => format!("* BYE bye\r\n{tag} OK done\r\n"),
+            _ => format!("{tag} OK done\r\n"),
+        };
+        send(&writer, &answer)?;
+    }
+    Ok(())
+}
+
 // ---- regmail with the IMAP source --------------------------------------------------------------
 
 /// What a test wants of its daemon.
@@ -628,11 +780,14 @@ pub struct ImapConfig {
     pub max_message_bytes: Option<u64>,
     /// `[log] filter`.
     pub log_filter: String,
+    /// Another IMAP server on 127.0.0.1 without TLS (a [`FakeImap`] port); None: Dovecot.
+    pub plain_port: Option<u16>,
 }
 
 impl Default for ImapConfig {
     fn default() -> Self {
         ImapConfig {
+            plain_port: None,
             idle: true,
             poll_interval: "2s".into(),
             command_timeout: "10s".into(),
@@ -670,10 +825,13 @@ impl ImapConfig {
         if let Some(n) = self.max_message_bytes {
             t += &format!("max_message_bytes = {n}\n");
         }
+        let (port, tls) = match self.plain_port {
+            Some(p) => (p.to_string(), "none"),
+            None => (s.var("MAILSTACK_IMAP_PORT").to_owned(), "starttls"),
+        };
         t += &format!(
-            "\n[imap]\nhost = {}\nport = {}\ntls = \"starttls\"\ntls_server_name = {}\nca_file = {}\nusername = {}\npassword_file = {}\nmailbox = \"INBOX\"\nprocessed_mailbox = {}\nidle = {}\npoll_interval = {}\ncommand_timeout = {}\n\n",
+            "\n[imap]\nhost = {}\nport = {port}\ntls = \"{tls}\"\ntls_server_name = {}\nca_file = {}\nusername = {}\npassword_file = {}\nmailbox = \"INBOX\"\nprocessed_mailbox = {}\nidle = {}\npoll_interval = {}\ncommand_timeout = {}\n\n",
             toml_str(s.var("MAILSTACK_HOST")),
-            s.var("MAILSTACK_IMAP_PORT"),
             toml_str(s.var("MAILSTACK_TLS_SERVER_NAME")),
             toml_str(s.ca_file()),
             toml_str(GATEWAY),
@@ -1005,8 +1163,10 @@ impl ImapDaemon {
     /// Waits until the message with this Message-ID has a settled record; returns it.
     pub fn wait_settled(&self, mid: &str, timeout: Duration) -> Value {
         let mut found = Value::Null;
-        self.wait_until(&format!("message {mid} to be settled"), timeout, |d| {
-            match d
+        self.wait_until(
+            &format!("message {mid} to be settled"),
+            timeout,
+            |d| match d
                 .inbox(None)
                 .into_iter()
                 .find(|m| m["message_id"] == mid && m["state"] != "Pending")
@@ -1016,8 +1176,8 @@ impl ImapDaemon {
                     true
                 }
                 None => false,
-            }
-        });
+            },
+        );
         found
     }
 
