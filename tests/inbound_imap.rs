@@ -547,39 +547,51 @@ fn uidvalidity_change_is_reported_once() {
 /// a fake server that sends the keepalive every 500 ms and a poll_interval of 2 s.
 #[test]
 fn idle_keepalives_do_not_suppress_the_poll_sweep() {
-    let fake = support_imap::FakeImap::start(Duration::from_millis(500));
-    let d = ImapDaemon::start(ImapConfig {
-        plain_port: Some(fake.port),
-        poll_interval: "2s".into(),
-        ..ImapConfig::default()
-    });
-    d.wait_until("the daemon to IDLE on the fake server", APPLY, |_| {
-        fake.commands().iter().any(|(_, c)| c == "IDLE")
-    });
+    // `quiet` never sends a keepalive: the control that shows the fake server and the counting
+    // work. `chatty` sends one every 500 ms.
+    let quiet = support_imap::FakeImap::start(Duration::from_secs(3600));
+    let chatty = support_imap::FakeImap::start(Duration::from_millis(500));
+    let start = |fake: &support_imap::FakeImap| {
+        let d = ImapDaemon::start(ImapConfig {
+            plain_port: Some(fake.port),
+            poll_interval: "2s".into(),
+            ..ImapConfig::default()
+        });
+        d.wait_until("the daemon to IDLE on the fake server", APPLY, |_| {
+            fake.commands().iter().any(|(_, c)| c == "IDLE")
+        });
+        d
+    };
+    let dq = start(&quiet);
+    let dc = start(&chatty);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(7));
-    let selects: Vec<Duration> = fake
-        .commands()
-        .iter()
-        .filter(|(t, c)| *t > t0 && c.to_ascii_uppercase().starts_with("SELECT"))
-        .map(|(t, _)| *t - t0)
-        .collect();
-    eprintln!(
-        "sweeps (SELECT) in the 7 s after the first IDLE at poll_interval 2s: {selects:?}; commands: {:?}",
+    let sweeps = |fake: &support_imap::FakeImap| -> Vec<Duration> {
         fake.commands()
             .iter()
-            .map(|(_, c)| c.as_str())
-            .collect::<Vec<_>>()
+            .filter(|(t, c)| *t > t0 && c.to_ascii_uppercase().starts_with("SELECT"))
+            .map(|(t, _)| *t - t0)
+            .collect()
+    };
+    let (q, c) = (sweeps(&quiet), sweeps(&chatty));
+    eprintln!(
+        "sweeps (SELECT) within 7 s at poll_interval 2s: no keepalives {q:?}; keepalive every 500 ms {c:?}"
     );
     assert!(
-        selects.len() >= 2,
+        q.len() >= 2,
+        "control: without keepalives the daemon sweeps every 2 s: {q:?}\n{}",
+        dq.stderr_tail(10)
+    );
+    assert!(
+        c.len() >= 2,
         "BUG (src/inbound/imap.rs session_loop, IDLE branch): the IDLE wait uses async-imap's \
          wait_with_timeout(poll_interval), whose timeout restarts at every server response, \
          including the `* OK Still here` keepalives; so while the server sends keepalives more \
          often than poll_interval, the safety-net sweep never runs and IDLE is never re-issued \
-         (expected a sweep about every 2 s, saw {} in 7 s)\n{}",
-        selects.len(),
-        d.stderr_tail(10)
+         (expected a sweep about every 2 s as without keepalives ({} sweeps), saw {} in 7 s)\n{}",
+        q.len(),
+        c.len(),
+        dc.stderr_tail(10)
     );
 }
 

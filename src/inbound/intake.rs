@@ -12,7 +12,9 @@ use super::parse::{ParseLimits, ParsedMail, parse};
 use super::rules::{RuleMatch, Rules};
 use super::source::Processor;
 use crate::api::UuidIds;
-use crate::core::{Actor, Ctx, Event, Evidence, LogDraft, Policy, ReplyOutcome, RequestId};
+use crate::core::{
+    Actor, Ctx, Event, Evidence, LogDraft, Policy, ReplyOutcome, RequestId, RequestState,
+};
 use crate::store::inbox::{InboxMessage, InboxState, inbox_state_key, message_id_key};
 use crate::store::{ApplyError, Extra, Store};
 
@@ -123,12 +125,21 @@ impl Intake {
                         .and_then(|id| token_from_message_id(id, &self.classify.message_id_host))
                 });
                 match target {
+                    // Only a request that was sent can bounce: anything else is forged or not ours.
                     Some(rid)
                         if self
                             .store
                             .request(rid)
                             .map_err(|e| e.to_string())?
-                            .is_some() =>
+                            .is_some_and(|r| {
+                                matches!(
+                                    r.state,
+                                    RequestState::Sent
+                                        | RequestState::SendUnknown
+                                        | RequestState::Acknowledged
+                                        | RequestState::TimedOut
+                                )
+                            }) =>
                     {
                         let reason = format!(
                             "bounced by the mail system: {} {}",
