@@ -477,6 +477,11 @@ fn uidvalidity_change_applies_nothing_twice() {
         line.contains(&old.to_string()) && line.contains(&new.to_string()),
         "the log names both UIDVALIDITY values: {line}"
     );
+    assert!(
+        d.stderr().contains("stored before (same bytes)"),
+        "the copy was recognised by its content\n{}",
+        d.stderr_tail(20)
+    );
     // The copy changed nothing: one acknowledgement, no second transition or note from it.
     let log = d.full_log();
     assert_eq!(d.log_of(&id(&r1), "request.acknowledged").len(), 1);

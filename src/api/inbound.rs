@@ -105,10 +105,26 @@ pub async fn show(
             .map_err(ApiError::from_store)?
             .unwrap_or_default();
         Ok(Json(
-            json!({ "message": m, "raw": String::from_utf8_lossy(&raw) }),
+            json!({ "message": m, "raw": mask_passwords(&String::from_utf8_lossy(&raw)) }),
         ))
     })
     .await
+}
+
+/// Replies and bounces may quote our request, password line included: shown masked.
+fn mask_passwords(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            let t = l.trim_start_matches(|c: char| c == '>' || c.is_whitespace());
+            if t.len() >= 9 && t.is_char_boundary(9) && t[..9].eq_ignore_ascii_case("password:") {
+                let indent = &l[..l.len() - t.len()];
+                format!("{indent}password: {}", crate::outbound::PASSWORD_MASK)
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `POST /v1/inbox/assign {key, request_id, event?, task_id?, handle?, expires?, reason?, note}`:
