@@ -194,13 +194,14 @@ fn main() {
                 .expect("the sample request in the mailbox")
                 .sent
                 .len();
-            // smtp-source's own header block, then the payload that makes the same total.
-            let cal = format!("sb-{id}-cal");
+            // smtp-source's own header block, then the payload that makes the same total
+            // (calibration subjects as long as the runs' ones).
+            let cal = format!("sb-{id}-k");
             smtp_source(1, 100, &cal, false);
             let c = support_mail::fetch(ROBOT, &Search::subject(&cal));
             let head = c[0].sent.len() - c[0].body.len();
             payload = size.saturating_sub(head);
-            let check = format!("sb-{id}-chk");
+            let check = format!("sb-{id}-x");
             smtp_source(1, payload, &check, false);
             let got = support_mail::fetch(ROBOT, &Search::subject(&check))[0]
                 .sent

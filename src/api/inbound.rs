@@ -297,3 +297,18 @@ pub async fn reload(State(state): Shared) -> Result<Json<Value>, ApiError> {
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::mask_passwords;
+
+    #[test]
+    fn quoted_password_lines_are_masked() {
+        let text = "Ошибка\n> action: NEW\n> password: s3cret-R01\n  PASSWORD:x\npasswords: fine";
+        let masked = mask_passwords(text);
+        assert!(!masked.contains("s3cret-R01"), "{masked}");
+        assert!(!masked.contains("PASSWORD:x"), "{masked}");
+        assert!(masked.contains("> password: ********"));
+        assert!(masked.contains("passwords: fine"));
+    }
+}

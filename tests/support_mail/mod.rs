@@ -434,9 +434,29 @@ impl Mail {
 
 // ---- a fake SMTP server -----------------------------------------------------------------------
 
-/// An SMTP server on 127.0.0.1 that accepts everything up to the message data, reads the data
-/// to the final `.`, then closes the connection without a reply: the mail link breaks after the
-/// data was sent (RFC 5321 §4.1.1.4), so the client cannot know whether the message went.
+/// How a [`FakeSmtp`] behaves.
+#[derive(Debug, Clone)]
+pub struct FakeScript {
+    /// Offer 8BITMIME in the EHLO answer.
+    pub eight_bit_mime: bool,
+    /// The answer to the final `.` of the n-th message (the last entry for all later ones):
+    /// None closes the connection without a reply.
+    pub after_data: Vec<Option<String>>,
+}
+
+impl Default for FakeScript {
+    fn default() -> Self {
+        FakeScript {
+            eight_bit_mime: true,
+            after_data: vec![None],
+        }
+    }
+}
+
+/// An SMTP server on 127.0.0.1. By default it accepts everything up to the message data, reads
+/// the data to the final `.`, then closes the connection without a reply: the mail link breaks
+/// after the data was sent (RFC 5321 §4.1.1.4), so the client cannot know whether the message
+/// went. [`FakeScript`] changes that.
 pub struct FakeSmtp {
     /// Its port.
     pub port: u16,
@@ -448,8 +468,13 @@ pub struct FakeSmtp {
 }
 
 impl FakeSmtp {
-    /// Starts the server.
+    /// Starts the server with the default script (hang up after the data).
     pub fn start() -> FakeSmtp {
+        FakeSmtp::start_with(FakeScript::default())
+    }
+
+    /// Starts the server with `script`.
+    pub fn start_with(script: FakeScript) -> FakeSmtp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake SMTP server");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("local_addr").port();
@@ -457,13 +482,14 @@ impl FakeSmtp {
         let commands = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (m, c, s) = (messages.clone(), commands.clone(), stop.clone());
+        let script = Arc::new(script);
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (m, c) = (m.clone(), c.clone());
+                        let (m, c, script) = (m.clone(), c.clone(), script.clone());
                         std::thread::spawn(move || {
-                            let _ = fake_session(stream, &m, &c);
+                            let _ = fake_session(stream, &script, &m, &c);
                         });
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -498,6 +524,7 @@ impl Drop for FakeSmtp {
 
 fn fake_session(
     stream: TcpStream,
+    script: &FakeScript,
     messages: &Mutex<Vec<Vec<u8>>>,
     commands: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
@@ -523,7 +550,10 @@ fn fake_session(
             .unwrap_or_default()
             .to_ascii_uppercase();
         match verb.as_str() {
-            "EHLO" => w.write_all(b"250-fake.test\r\n250 8BITMIME\r\n")?,
+            "EHLO" if script.eight_bit_mime => {
+                w.write_all(b"250-fake.test\r\n250 8BITMIME\r\n")?;
+            }
+            "EHLO" => w.write_all(b"250 fake.test\r\n")?,
             "HELO" => w.write_all(b"250 fake.test\r\n")?,
             "MAIL" | "RCPT" | "RSET" | "NOOP" => w.write_all(b"250 2.0.0 Ok\r\n")?,
             "QUIT" => {
@@ -543,13 +573,25 @@ fn fake_session(
                     }
                     data.extend_from_slice(&line);
                 }
-                messages
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(data);
-                // The whole point: no reply to the final ".", the connection just ends.
-                let _ = w.shutdown(std::net::Shutdown::Both);
-                return Ok(());
+                let n = {
+                    let mut all = messages.lock().unwrap_or_else(PoisonError::into_inner);
+                    all.push(data);
+                    all.len()
+                };
+                let answer = script
+                    .after_data
+                    .get(n - 1)
+                    .or(script.after_data.last())
+                    .cloned()
+                    .flatten();
+                match answer {
+                    Some(reply) => w.write_all(format!("{reply}\r\n").as_bytes())?,
+                    None => {
+                        // No reply to the final ".": the connection just ends.
+                        let _ = w.shutdown(std::net::Shutdown::Both);
+                        return Ok(());
+                    }
+                }
             }
             _ => w.write_all(b"502 5.5.2 Command not recognized\r\n")?,
         }
