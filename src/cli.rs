@@ -599,6 +599,12 @@ pub fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // async-imap traces every command it writes, LOGIN and its password included: never below
+    // debug for it, whatever the filter says (rule 5: no secret in any log).
+    let filter = match "async_imap=debug".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     use std::io::IsTerminal;
     // Under systemd (JOURNAL_STREAM set, systemd.exec(5)) log with native journald fields;
     // otherwise plain text on stderr. Never both.

@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support_mail::{
-    AGREEMENT, CALLBACK, COPIES, FakeSmtp, Mail, MailConfig, MailDaemon, NOBODY, Out, PostfixDown,
-    REGISTRAR_PASSWORD, REPO, ROBOT, Search, count, fetch, postfix_exclusive, postfix_shared,
-    settled_count, wait_for_mail,
+    AGREEMENT, CALLBACK, COPIES, FakeScript, FakeSmtp, Mail, MailConfig, MailDaemon, NOBODY, Out,
+    PostfixDown, REGISTRAR_PASSWORD, REPO, ROBOT, Search, count, fetch, postfix_exclusive,
+    postfix_shared, settled_count, wait_for_mail,
 };
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(20);
@@ -1332,6 +1332,94 @@ fn resend_after_send_unknown_reuses_the_message_id() {
         vec![mid.clone(), mid.clone()],
         "the resend of a SendUnknown request carries another Message-ID (new request {new_id}: {})",
         v["new_request"]["message_id"]
+    );
+}
+
+/// A 4xx answer to the end of the data: nothing was accepted, so the request stays Queued and
+/// goes again after the backoff, as the very same message (same bytes, same Message-ID).
+#[test]
+fn transient_4xx_after_data_is_retried_as_the_identical_message() {
+    let fake = FakeSmtp::start_with(FakeScript {
+        eight_bit_mime: true,
+        after_data: vec![
+            Some("451 4.3.0 Temporary lookup failure".into()),
+            Some("250 2.0.0 Ok: queued as FAKE1".into()),
+        ],
+    });
+    let d = MailDaemon::start(MailConfig {
+        out: Out::Fake(fake.port),
+        ..MailConfig::default()
+    });
+    d.post_expect("/v1/clients", &imported("t451", "T451_1_1-GPT"), 201);
+    let dom = d.post_expect("/v1/domains", &order("transient-451-test.ru", "t451"), 202);
+    let id = s(&dom["open_request"]["id"]);
+    let mid = s(&dom["open_request"]["message_id"]);
+    let r = d.wait_request(&id, &["Sent", "Rejected", "SendUnknown"], SEND_TIMEOUT);
+    assert_eq!(r["state"], "Sent", "{r}");
+    assert_eq!(r["attempts"], 1, "{r}");
+    let deferred = d.log_of(&id, "request.send_deferred");
+    assert_eq!(deferred.len(), 1, "{deferred:?}");
+    assert!(
+        s(&deferred[0]["message"]).contains("451"),
+        "the deferral does not carry the server's 451: {}",
+        deferred[0]
+    );
+    let got = fake.received();
+    assert_eq!(
+        got.len(),
+        2,
+        "the server should have seen the message twice"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got[0]),
+        String::from_utf8_lossy(&got[1]),
+        "the resend is not the same message byte for byte"
+    );
+    assert!(String::from_utf8_lossy(&got[1]).contains(&format!("Message-ID: {mid}\r\n")));
+    let sent = d.log_of(&id, "request.sent");
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0]["evidence"]["server_reply"]
+            .as_str()
+            .is_some_and(|t| t.contains("queued as FAKE1")),
+        "request.sent lacks the server's reply: {}",
+        sent[0]
+    );
+    d.assert_no_secrets();
+}
+
+/// R01's requests are 8-bit: a server that does not offer 8BITMIME gets nothing (no downgrade
+/// to quoted-printable or base64); the request waits, and the log says why.
+#[test]
+fn server_without_8bitmime_gets_no_message() {
+    let fake = FakeSmtp::start_with(FakeScript {
+        eight_bit_mime: false,
+        after_data: vec![Some("250 2.0.0 Ok".into())],
+    });
+    let d = MailDaemon::start(MailConfig {
+        out: Out::Fake(fake.port),
+        ..MailConfig::default()
+    });
+    d.post_expect("/v1/clients", &imported("no8bit", "NO8_1_1-GPT"), 201);
+    let dom = d.post_expect("/v1/domains", &order("no-8bitmime-test.ru", "no8bit"), 202);
+    let id = s(&dom["open_request"]["id"]);
+    d.wait_until(
+        "2 request.send_deferred entries",
+        Duration::from_secs(10),
+        |d| deferred_times(d, &id).len() >= 2,
+    );
+    let r = d.request(&id);
+    assert_eq!(r["state"], "Queued", "{r}");
+    for e in d.log_of(&id, "request.send_deferred") {
+        assert!(s(&e["message"]).contains("8BITMIME"), "{e}");
+    }
+    assert!(fake.received().is_empty(), "the server got a message");
+    let cmds = fake.commands.lock().expect("commands").clone();
+    assert!(
+        !cmds
+            .iter()
+            .any(|c| c.to_ascii_uppercase().starts_with("MAIL")),
+        "a transaction was started: {cmds:?}"
     );
 }
 
