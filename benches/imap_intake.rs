@@ -150,6 +150,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
+    // The gateway mailbox is shared with tests/inbound_imap.rs and tests/e2e.rs: wait for them.
+    let _mailbox = support_imap::exclusive();
     support_imap::stack();
     eprintln!(
         "imap_intake: N = {n} replies, 3 interleaved runs, binary {}",

@@ -960,9 +960,13 @@ impl Work<'_> {
                 old.state.as_str()
             )));
         }
-        if old.state == RequestState::SendUnknown {
+        if matches!(
+            old.state,
+            RequestState::SendUnknown | RequestState::TimedOut
+        ) {
             // The new request supersedes it: one open request per owner. Should the first
-            // e-mail have arrived after all, its replies are logged only.
+            // e-mail have arrived after all, a completion of it still counts (see `reply`);
+            // anything else it gets is logged only.
             let mut superseded = old.clone();
             superseded.state = RequestState::Cancelled;
             superseded.reply_deadline = None;
@@ -1177,6 +1181,40 @@ impl Work<'_> {
         evidence: Evidence,
     ) -> Result<(), CoreError> {
         let mut r = self.request(id)?;
+        if r.state == RequestState::Cancelled
+            && let ReplyOutcome::Completed { handle, expires } = &outcome
+            && let Some(newer) = self.open_retry_of(&r)?
+        {
+            // The registrar did what the superseded request asked after all: that is the
+            // truth. The retry is withdrawn (if it went out too, the registrar's refusal of the
+            // duplicate is then logged only) and the owner completes through the first request.
+            let mut n = newer;
+            if n.state == RequestState::Queued {
+                self.t.effects.push(Effect::Unsend(n.id));
+            }
+            self.t.effects.push(Effect::DisarmDeadline(n.id));
+            n.state = RequestState::Cancelled;
+            n.reply_deadline = None;
+            n.last_error = Some(format!(
+                "request {} it retried was completed after all",
+                r.id
+            ));
+            let msg = format!(
+                "withdrawn: request {} it retried was completed after all",
+                r.id
+            );
+            self.put_request(n, "request.superseded", msg, evidence.clone());
+            self.point_owner_at(&r)?;
+            r.state = RequestState::Completed;
+            r.last_error = None;
+            self.put_request(
+                r.clone(),
+                "request.completed",
+                "the registrar completed the request (after it had been retried)".into(),
+                evidence.clone(),
+            );
+            return self.complete_owner(&r, handle.clone(), *expires, evidence);
+        }
         if r.state.is_settled() {
             let msg = format!(
                 "reply logged only: the request is already {}",
@@ -1215,6 +1253,7 @@ impl Work<'_> {
                 };
                 self.put_request(r.clone(), "request.acknowledged", msg, ev);
                 self.set_domain_phase(&r, Phase::QueuedAtRegistrar, "domain.queued_at_registrar")?;
+                self.revive_client_after_late_ack(&r)?;
             }
             ReplyOutcome::Completed { handle, expires } => {
                 r.state = RequestState::Completed;
@@ -1246,6 +1285,74 @@ impl Work<'_> {
                     &format!("registrar: {reason}"),
                     ev,
                 )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A client put in Error by silence gets back to Registering when the registrar answers
+    /// after all, and takes its waiting domains with it (as a domain does in
+    /// `set_domain_phase`).
+    fn revive_client_after_late_ack(&mut self, r: &Request) -> Result<(), CoreError> {
+        if r.kind != RequestKind::ClientRegistration {
+            return Ok(());
+        }
+        let mut c = self.client(&r.client_id)?;
+        if c.open_request != Some(r.id) || c.status != ClientStatus::Error {
+            return Ok(());
+        }
+        c.status = ClientStatus::Registering;
+        c.last_error = None;
+        let ev = Evidence {
+            request_id: Some(r.id),
+            ..Evidence::default()
+        };
+        self.put_client(
+            c,
+            "client.registering",
+            "the registrar answered after all".into(),
+            ev,
+        );
+        for mut d in self.domains_of_client(&r.client_id)? {
+            if d.status == DomainStatus::Error && d.phase == Phase::ClientFailed && d.paid {
+                d.status = DomainStatus::Registering;
+                d.phase = Phase::WaitingForClient;
+                d.last_error = None;
+                let msg = describe(&d);
+                self.put_domain(d, "domain.waiting_for_client", msg, Evidence::default());
+            }
+        }
+        Ok(())
+    }
+
+    /// The owner's open request when it is an unsettled retry of `r`.
+    fn open_retry_of(&self, r: &Request) -> Result<Option<Request>, CoreError> {
+        let open = match r.kind {
+            RequestKind::ClientRegistration => self.client(&r.client_id)?.open_request,
+            _ => match &r.domain {
+                Some(d) => self.domain(d)?.open_request,
+                None => None,
+            },
+        };
+        let Some(id) = open else { return Ok(None) };
+        let n = self.request(id)?;
+        Ok((n.retry_of == Some(r.id) && !n.state.is_settled()).then_some(n))
+    }
+
+    /// Makes `r` the owner's open request again (the change is logged by the caller's put).
+    fn point_owner_at(&mut self, r: &Request) -> Result<(), CoreError> {
+        match r.kind {
+            RequestKind::ClientRegistration => {
+                let mut c = self.client(&r.client_id)?;
+                c.open_request = Some(r.id);
+                self.clients.insert(c.id.clone(), c);
+            }
+            _ => {
+                if let Some(dn) = &r.domain {
+                    let mut d = self.domain(dn)?;
+                    d.open_request = Some(r.id);
+                    self.domains.insert(d.name.clone(), d);
+                }
             }
         }
         Ok(())
@@ -1284,11 +1391,16 @@ impl Work<'_> {
                 c.status = ClientStatus::Registered;
                 c.handle = Some(h.clone());
                 c.last_error = None;
+                // Nothing in flight any more (as a registered domain has none).
+                c.open_request = None;
                 self.put_client(
                     c,
                     "client.registered",
                     format!("registered at the registrar as {h}"),
-                    ev,
+                    Evidence {
+                        request_id: Some(r.id),
+                        ..ev
+                    },
                 );
                 // Release the domains that waited for this client.
                 for mut d in self.domains_of_client(&r.client_id)? {

@@ -219,11 +219,17 @@ pub struct ImapSource {
 impl ImapSource {
     /// Runs until `stop`: connect, sweep, IDLE or sleep, sweep again; reconnects with backoff.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut delay = Duration::from_millis(500);
+        const FIRST_DELAY: Duration = Duration::from_millis(500);
+        let mut delay = FIRST_DELAY;
         while !*stop.borrow() {
-            match self.session_loop(&mut stop).await {
+            let mut swept = false;
+            match self.session_loop(&mut stop, &mut swept).await {
                 Ok(()) => return,
                 Err(e) => {
+                    // A session that worked was not part of an outage: back off afresh.
+                    if swept {
+                        delay = FIRST_DELAY;
+                    }
                     self.health.error(&e);
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "IMAP session ended; reconnecting");
                 }
@@ -236,7 +242,11 @@ impl ImapSource {
         }
     }
 
-    async fn session_loop(&self, stop: &mut watch::Receiver<bool>) -> Result<(), String> {
+    async fn session_loop(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+        swept: &mut bool,
+    ) -> Result<(), String> {
         let s = &self.settings;
         let t = s.command_timeout;
         let mut session = connect(s).await?;
@@ -266,6 +276,17 @@ impl ImapSource {
             };
             self.sweep(&mut session, uidvalidity, start, can_move, uidplus)
                 .await?;
+            // A new UIDVALIDITY is saved even when the mailbox was empty, so it is reported once.
+            let saved = self
+                .store
+                .imap_position(&s.mailbox)
+                .map_err(|e| e.to_string())?;
+            if saved.map(|(v, _)| v) != Some(uidvalidity) {
+                self.store
+                    .set_imap_position(&s.mailbox, uidvalidity, start.saturating_sub(1))
+                    .map_err(|e| e.to_string())?;
+            }
+            *swept = true;
             self.health.success();
             if *stop.borrow() {
                 let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
@@ -276,8 +297,12 @@ impl ImapSource {
                 with_deadline(t, "IDLE", handle.init()).await?;
                 let wait = s.poll_interval.min(Duration::from_secs(28 * 60));
                 let (fut, interrupt) = handle.wait_with_timeout(wait);
+                // One overall deadline: async-imap's own timer restarts at every server
+                // keepalive ("* OK Still here"), which would suppress the sweep and the
+                // re-issue of IDLE (RFC 2177 asks for it before 29 minutes).
                 let stopped = tokio::select! {
                     r = fut => { r.map_err(|e| format!("IDLE: {e}"))?; false }
+                    _ = tokio::time::sleep(wait) => false,
                     _ = stop.changed() => true,
                 };
                 drop(interrupt);
@@ -354,9 +379,9 @@ impl ImapSource {
             let outcome = tokio::task::spawn_blocking(move || -> Result<(), String> {
                 match store.receive(&k, &bytes, jiff::Timestamp::now()).map_err(|e| e.to_string())? {
                     Received::New(_) => processor.process(&k, oversized.as_deref()).map(|_| ()),
-                    Received::Known(first) => {
+                                        Received::Known(first) => {
                         tracing::info!(key = %k, first = %first, "message stored before (same bytes); not applied again");
-                        Ok(())
+                        processor.record_copy(&k, &first)
                     }
                 }
             })

@@ -372,6 +372,10 @@ impl Intake {
 }
 
 impl Processor for Intake {
+    fn record_copy(&self, key: &str, first: &str) -> Result<(), String> {
+        self.copy_record(key, first)
+    }
+
     fn process(&self, key: &str, quarantine: Option<&str>) -> Result<InboxMessage, String> {
         let rec = self
             .store
@@ -404,6 +408,77 @@ impl Processor for Intake {
 }
 
 impl Intake {
+    /// See [`Processor::record_copy`].
+    fn copy_record(&self, key: &str, first: &str) -> Result<(), String> {
+        if key == first
+            || self
+                .store
+                .inbox_message(key)
+                .map_err(|e| e.to_string())?
+                .is_some()
+        {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let original = self.store.inbox_message(first).map_err(|e| e.to_string())?;
+        let rec = InboxMessage {
+            key: key.to_owned(),
+            received: now,
+            size: original.as_ref().map_or(0, |o| o.size),
+            sha256: original
+                .as_ref()
+                .map(|o| o.sha256.clone())
+                .unwrap_or_default(),
+            state: InboxState::Ignored,
+            reason: Some(format!(
+                "the same bytes as message {first}, stored before; not applied again"
+            )),
+            message_id: original.as_ref().and_then(|o| o.message_id.clone()),
+            from: original.as_ref().and_then(|o| o.from.clone()),
+            subject: original.as_ref().and_then(|o| o.subject.clone()),
+            request: None,
+            rule: None,
+            settled: Some(now),
+        };
+        let mut ids = UuidIds;
+        let mut ctx = Ctx {
+            now,
+            ids: &mut ids,
+            policy: &self.policy,
+        };
+        let record = rec.clone();
+        let mut extra = |_: &crate::core::Transition| Extra {
+            inbox: vec![(
+                record.key.as_bytes().to_vec(),
+                crate::store::encode_value(&record),
+            )],
+            log: vec![LogDraft {
+                at: now,
+                actor: Actor::Intake,
+                action: "mail.ignored".into(),
+                message: format!(
+                    "message {}: {}",
+                    record.key,
+                    record.reason.as_deref().unwrap_or("")
+                ),
+                domain: None,
+                client: None,
+                request: None,
+                status_before: None,
+                status_after: Some(InboxState::Ignored.as_str().to_owned()),
+                evidence: Evidence {
+                    message_id: record.message_id.clone(),
+                    ..Evidence::default()
+                },
+            }],
+            ..Extra::default()
+        };
+        self.store
+            .apply_with(None, &mut ctx, &mut extra)
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
     /// Processes every message stored but not yet processed (after a crash or restart).
     pub fn process_pending(&self) -> Result<usize, String> {
         let pending = self

@@ -18,6 +18,9 @@ use crate::store::inbox::{InboxMessage, Received};
 pub trait Processor: Send + Sync {
     /// Processes one stored message and settles it.
     fn process(&self, key: &str, quarantine: Option<&str>) -> Result<InboxMessage, String>;
+    /// Records that the message under `key` has the same bytes as the one stored under
+    /// `first` (fetched again under another key): it ends Ignored with that reason.
+    fn record_copy(&self, key: &str, first: &str) -> Result<(), String>;
 }
 
 /// A source's heartbeat and results, feeding the daemon's [`Health`].
@@ -143,7 +146,8 @@ impl MaildirSource {
                     self.processor.process(&key, quarantine.as_deref())?;
                 }
                 Received::Known(first) => {
-                    tracing::info!(%key, %first, "message stored before (same bytes); not applied again")
+                    tracing::info!(%key, %first, "message stored before (same bytes); not applied again");
+                    self.processor.record_copy(&key, &first)?;
                 }
             }
             let target = self.dir.join(".Processed/cur").join(&name);

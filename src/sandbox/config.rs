@@ -265,7 +265,10 @@ impl Problems {
         match s.parse::<jiff::SignedDuration>() {
             Ok(d) if !d.is_negative() => Duration::try_from(d).unwrap_or(default),
             _ => {
-                self.add(key, format!("{s:?} is not a duration such as \"200ms\" or \"2s\""));
+                self.add(
+                    key,
+                    format!("{s:?} is not a duration such as \"200ms\" or \"2s\""),
+                );
                 default
             }
         }
@@ -277,7 +280,10 @@ impl Problems {
             Some("tls") => TlsMode::Tls,
             Some("none") => TlsMode::None,
             Some(other) => {
-                self.add(key, format!("{other:?}: expected \"none\", \"starttls\" or \"tls\""));
+                self.add(
+                    key,
+                    format!("{other:?}: expected \"none\", \"starttls\" or \"tls\""),
+                );
                 TlsMode::StartTls
             }
         }
@@ -315,20 +321,33 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 impl SandboxConfig {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> anyhow::Result<SandboxConfig> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read the sandbox configuration {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the sandbox configuration {}: {e}",
+                path.display()
+            )
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         SandboxConfig::from_toml_str(&text, base).map_err(|e| {
-            anyhow::anyhow!("sandbox configuration {}:\n  {}", path.display(), e.join("\n  "))
+            anyhow::anyhow!(
+                "sandbox configuration {}:\n  {}",
+                path.display(),
+                e.join("\n  ")
+            )
         })
     }
 
     /// Parses configuration text; relative paths are taken from `base`. Every problem is
     /// returned, each with its key.
     pub fn from_toml_str(text: &str, base: &Path) -> Result<SandboxConfig, Vec<String>> {
-        let raw: Raw = toml::from_str(text).map_err(|e| vec![e.to_string().trim().replace('\n', " ")])?;
+        let raw: Raw =
+            toml::from_str(text).map_err(|e| vec![e.to_string().trim().replace('\n', " ")])?;
         let mut p = Problems(Vec::new());
-        let poll_interval = p.duration("poll_interval", raw.poll_interval.as_deref(), Duration::from_millis(500));
+        let poll_interval = p.duration(
+            "poll_interval",
+            raw.poll_interval.as_deref(),
+            Duration::from_millis(500),
+        );
 
         let source = match raw.source.as_str() {
             "dir" => match &raw.dir {
@@ -342,9 +361,16 @@ impl SandboxConfig {
                 Some(im) => {
                     let tls = p.tls("imap.tls", im.tls.as_deref());
                     let password = p
-                        .secret("imap.password", im.password, im.password_file.as_deref().map(|f| resolve(base, f)))
+                        .secret(
+                            "imap.password",
+                            im.password,
+                            im.password_file.as_deref().map(|f| resolve(base, f)),
+                        )
                         .unwrap_or_else(|| {
-                            p.add("imap.password_file", "is required (or imap.password, for tests)");
+                            p.add(
+                                "imap.password_file",
+                                "is required (or imap.password, for tests)",
+                            );
                             SecretString::from(String::new())
                         });
                     let ca_file = im.ca_file.as_deref().map(|f| resolve(base, f));
@@ -355,7 +381,9 @@ impl SandboxConfig {
                     }
                     Source::Imap(ImapSettings {
                         host: im.host,
-                        port: im.port.unwrap_or(if tls == TlsMode::Tls { 993 } else { 143 }),
+                        port: im
+                            .port
+                            .unwrap_or(if tls == TlsMode::Tls { 993 } else { 143 }),
                         tls,
                         tls_server_name: im.tls_server_name,
                         ca_file,
@@ -365,12 +393,19 @@ impl SandboxConfig {
                         processed_mailbox: im.done_mailbox.unwrap_or_else(|| "Processed".into()),
                         idle: false,
                         poll_interval,
-                        command_timeout: p.duration("imap.command_timeout", im.command_timeout.as_deref(), Duration::from_secs(30)),
+                        command_timeout: p.duration(
+                            "imap.command_timeout",
+                            im.command_timeout.as_deref(),
+                            Duration::from_secs(30),
+                        ),
                         max_message_bytes: 10 << 20,
                     })
                 }
                 None => {
-                    p.add("imap", "the [imap] section is required with source = \"imap\"");
+                    p.add(
+                        "imap",
+                        "the [imap] section is required with source = \"imap\"",
+                    );
                     Source::Dir(PathBuf::new())
                 }
             },
@@ -395,9 +430,16 @@ impl SandboxConfig {
             "smtp" => match raw.smtp {
                 Some(sm) => {
                     let tls = p.tls("smtp.tls", sm.tls.as_deref());
-                    let password = p.secret("smtp.password", sm.password, sm.password_file.as_deref().map(|f| resolve(base, f)));
+                    let password = p.secret(
+                        "smtp.password",
+                        sm.password,
+                        sm.password_file.as_deref().map(|f| resolve(base, f)),
+                    );
                     if sm.username.is_some() != password.is_some() {
-                        p.add("smtp.username", "smtp.username and smtp.password (or password_file) go together");
+                        p.add(
+                            "smtp.username",
+                            "smtp.username and smtp.password (or password_file) go together",
+                        );
                     }
                     let ca_file = sm.ca_file.as_deref().map(|f| resolve(base, f));
                     if let Some(ca) = &ca_file
@@ -418,26 +460,45 @@ impl SandboxConfig {
                         ca_file,
                         username: sm.username,
                         password,
-                        timeout: p.duration("smtp.timeout", sm.timeout.as_deref(), Duration::from_secs(30)),
+                        timeout: p.duration(
+                            "smtp.timeout",
+                            sm.timeout.as_deref(),
+                            Duration::from_secs(30),
+                        ),
                         hello_name: sm.hello_name.unwrap_or_else(|| {
-                            from.rsplit_once('@').map_or("sandbox.invalid", |(_, d)| d).to_owned()
+                            from.rsplit_once('@')
+                                .map_or("sandbox.invalid", |(_, d)| d)
+                                .to_owned()
                         }),
                     })
                 }
                 None => {
-                    p.add("smtp", "the [smtp] section is required with reply = \"smtp\"");
+                    p.add(
+                        "smtp",
+                        "the [smtp] section is required with reply = \"smtp\"",
+                    );
                     Sink::Maildir(PathBuf::new())
                 }
             },
             other => {
-                p.add("reply", format!("{other:?}: expected \"smtp\" or \"maildir\""));
+                p.add(
+                    "reply",
+                    format!("{other:?}: expected \"smtp\" or \"maildir\""),
+                );
                 Sink::Maildir(PathBuf::new())
             }
         };
 
-        let contacts: Vec<String> = raw.contacts.iter().map(|c| c.trim().to_ascii_lowercase()).collect();
+        let contacts: Vec<String> = raw
+            .contacts
+            .iter()
+            .map(|c| c.trim().to_ascii_lowercase())
+            .collect();
         if contacts.is_empty() {
-            p.add("contacts", "name at least one contact address (the From of regmail's requests)");
+            p.add(
+                "contacts",
+                "name at least one contact address (the From of regmail's requests)",
+            );
         }
         for c in &contacts {
             if c.parse::<lettre::Address>().is_err() {
@@ -448,22 +509,37 @@ impl SandboxConfig {
             p.add("agreement", "must not be empty");
         }
         let password = p
-            .secret("password", raw.password, raw.password_file.as_deref().map(|f| resolve(base, f)))
+            .secret(
+                "password",
+                raw.password,
+                raw.password_file.as_deref().map(|f| resolve(base, f)),
+            )
             .unwrap_or_else(|| {
                 p.add("password_file", "is required (or password, for tests)");
                 SecretString::from(String::new())
             });
-        for (key, v) in [("error_rate", raw.error_rate), ("duplicate_rate", raw.duplicate_rate)] {
+        for (key, v) in [
+            ("error_rate", raw.error_rate),
+            ("duplicate_rate", raw.duplicate_rate),
+        ] {
             if !(0.0..=1.0).contains(&v) {
                 p.add(key, format!("{v} is not between 0.0 and 1.0"));
             }
         }
-        let reply_charset = match raw.reply_charset.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let reply_charset = match raw
+            .reply_charset
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("koi8-r") => ReplyCharset::Koi8R,
             Some("windows-1251") | Some("cp1251") => ReplyCharset::Windows1251,
             Some("utf-8") => ReplyCharset::Utf8,
             Some(other) => {
-                p.add("reply_charset", format!("{other:?}: expected \"koi8-r\", \"windows-1251\" or \"utf-8\""));
+                p.add(
+                    "reply_charset",
+                    format!("{other:?}: expected \"koi8-r\", \"windows-1251\" or \"utf-8\""),
+                );
                 ReplyCharset::Koi8R
             }
         };
@@ -473,7 +549,10 @@ impl SandboxConfig {
                 v.and_then(|s| match Regex::new(&s) {
                     Ok(r) => Some(r),
                     Err(e) => {
-                        p.add(&format!("drop[{i}].{key}"), format!("not a regular expression: {e}"));
+                        p.add(
+                            &format!("drop[{i}].{key}"),
+                            format!("not a regular expression: {e}"),
+                        );
                         None
                     }
                 })
@@ -485,14 +564,24 @@ impl SandboxConfig {
                 Some("ack") => DropWhat::Ack,
                 Some("final") => DropWhat::Final,
                 Some(other) => {
-                    p.add(&format!("drop[{i}].replies"), format!("{other:?}: expected \"all\", \"ack\" or \"final\""));
+                    p.add(
+                        &format!("drop[{i}].replies"),
+                        format!("{other:?}: expected \"all\", \"ack\" or \"final\""),
+                    );
                     DropWhat::All
                 }
             };
             if domain.is_none() && handle.is_none() {
-                p.add(&format!("drop[{i}]"), "give `domain` or `handle` (a regular expression)");
+                p.add(
+                    &format!("drop[{i}]"),
+                    "give `domain` or `handle` (a regular expression)",
+                );
             }
-            drops.push(DropRule { domain, handle, replies });
+            drops.push(DropRule {
+                domain,
+                handle,
+                replies,
+            });
         }
         if !(1..=10).contains(&raw.expiry_years_default) {
             p.add("expiry_years_default", "must be 1 to 10");
@@ -510,7 +599,9 @@ impl SandboxConfig {
             poll_interval,
             sink,
             from,
-            from_name: raw.from_name.unwrap_or_else(|| "R01 registrar sandbox".into()),
+            from_name: raw
+                .from_name
+                .unwrap_or_else(|| "R01 registrar sandbox".into()),
             contacts,
             agreement: raw.agreement.trim().to_owned(),
             password,
@@ -579,14 +670,54 @@ mod tests {
         "#;
         let e = SandboxConfig::from_toml_str(text, Path::new(".")).unwrap_err();
         let all = e.join("\n");
-        for key in ["source:", "smtp:", "from:", "contacts:", "agreement:", "password_file:", "error_rate:", "delay:", "drop[0].domain:"] {
+        for key in [
+            "source:",
+            "smtp:",
+            "from:",
+            "contacts:",
+            "agreement:",
+            "password_file:",
+            "error_rate:",
+            "delay:",
+            "drop[0].domain:",
+        ] {
             assert!(all.contains(key), "{key} not reported in:\n{all}");
         }
     }
 
     #[test]
+    fn the_example_files_load() {
+        let local = SandboxConfig::from_toml_str(
+            include_str!("../../fixtures/sandbox/local.toml"),
+            Path::new("/repo/fixtures/sandbox"),
+        )
+        .unwrap();
+        assert!(matches!(local.source, Source::Dir(_)));
+        // The IMAP/SMTP example names secret and CA files relative to itself: with them in
+        // place it loads; without them, only those files are missing.
+        let text = include_str!("../../fixtures/sandbox/sandbox.toml");
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["registrar-password", "robot-password"] {
+            std::fs::write(dir.path().join(f), "secret\n").unwrap();
+        }
+        match SandboxConfig::from_toml_str(text, dir.path()) {
+            Ok(c) => {
+                assert!(matches!(c.source, Source::Imap(_)) && matches!(c.sink, Sink::Smtp(_)));
+                assert_eq!(c.drops.len(), 1);
+            }
+            Err(e) => assert!(
+                e.iter()
+                    .all(|p| p.contains("ca_file") && p.contains("does not exist")),
+                "{e:?}"
+            ),
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
-        let e = SandboxConfig::from_toml_str(&format!("{MINIMAL}\nerror_rat = 0.5\n"), Path::new(".")).unwrap_err();
+        let e =
+            SandboxConfig::from_toml_str(&format!("{MINIMAL}\nerror_rat = 0.5\n"), Path::new("."))
+                .unwrap_err();
         assert!(e.join(" ").contains("error_rat"), "{e:?}");
     }
 }

@@ -56,7 +56,12 @@ async fn connect(s: &ImapSettings) -> Result<Session, String> {
     let mut client = async_imap::Client::new(conn);
     deadline(t, "reading the IMAP greeting", client.read_response()).await?;
     if s.tls == TlsMode::StartTls {
-        deadline(t, "STARTTLS", client.run_command_and_check_ok("STARTTLS", None)).await?;
+        deadline(
+            t,
+            "STARTTLS",
+            client.run_command_and_check_ok("STARTTLS", None),
+        )
+        .await?;
         let ImapConn::Plain(tcp) = client.into_inner() else {
             return Err("STARTTLS on an encrypted connection".into());
         };
@@ -116,7 +121,12 @@ async fn imap_session(
         uids.sort_unstable();
         for uid in uids {
             let fetched: Vec<_> = {
-                let stream = deadline(t, "UID FETCH", session.uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")).await?;
+                let stream = deadline(
+                    t,
+                    "UID FETCH",
+                    session.uid_fetch(uid.to_string(), "(UID BODY.PEEK[])"),
+                )
+                .await?;
                 deadline(t, "UID FETCH", stream.try_collect::<Vec<_>>()).await?
             };
             let body = fetched
@@ -127,13 +137,31 @@ async fn imap_session(
                 Some(raw) => handler
                     .handle(&raw, &format!("imap {}/{uid}", s.mailbox))
                     .map_err(|e| format!("handling {}/{uid}: {e:#}", s.mailbox))?,
-                None => tracing::warn!(uid, "sandbox: the server returned no body; moved aside unread"),
+                None => tracing::warn!(
+                    uid,
+                    "sandbox: the server returned no body; moved aside unread"
+                ),
             }
             if can_move {
-                deadline(t, "UID MOVE", session.uid_mv(uid.to_string(), &s.processed_mailbox)).await?;
+                deadline(
+                    t,
+                    "UID MOVE",
+                    session.uid_mv(uid.to_string(), &s.processed_mailbox),
+                )
+                .await?;
             } else {
-                deadline(t, "UID COPY", session.uid_copy(uid.to_string(), &s.processed_mailbox)).await?;
-                let st = deadline(t, "UID STORE", session.uid_store(uid.to_string(), "+FLAGS.SILENT (\\Deleted)")).await?;
+                deadline(
+                    t,
+                    "UID COPY",
+                    session.uid_copy(uid.to_string(), &s.processed_mailbox),
+                )
+                .await?;
+                let st = deadline(
+                    t,
+                    "UID STORE",
+                    session.uid_store(uid.to_string(), "+FLAGS.SILENT (\\Deleted)"),
+                )
+                .await?;
                 let _: Vec<_> = deadline(t, "UID STORE", st.try_collect::<Vec<_>>()).await?;
                 let ex = deadline(t, "EXPUNGE", session.expunge()).await?;
                 let _: Vec<_> = deadline(t, "EXPUNGE", ex.try_collect::<Vec<_>>()).await?;
@@ -193,7 +221,11 @@ pub async fn dir_source(
             handler.handle(&raw, &path.display().to_string())?;
             if let Some(name) = path.file_name() {
                 std::fs::rename(&path, done.join(name)).map_err(|e| {
-                    anyhow::anyhow!("cannot move {} into {}: {e}", path.display(), done.display())
+                    anyhow::anyhow!(
+                        "cannot move {} into {}: {e}",
+                        path.display(),
+                        done.display()
+                    )
                 })?;
             }
         }
@@ -233,7 +265,13 @@ impl Outbox {
     }
 
     /// Delivers one message; transient SMTP failures are retried a few times.
-    pub async fn deliver(&mut self, from: &str, to: &str, subject: &str, bytes: &[u8]) -> Result<String, String> {
+    pub async fn deliver(
+        &mut self,
+        from: &str,
+        to: &str,
+        subject: &str,
+        bytes: &[u8],
+    ) -> Result<String, String> {
         match self {
             Outbox::Maildir(dir) => write_maildir(dir, bytes),
             Outbox::Smtp(sender, _) => {
@@ -255,7 +293,9 @@ impl Outbox {
                         }
                         SendOutcome::Transient(e) | SendOutcome::Permanent(e) => return Err(e),
                         SendOutcome::Unknown(e) => {
-                            return Err(format!("{e} (it may have been delivered; not sent again)"));
+                            return Err(format!(
+                                "{e} (it may have been delivered; not sent again)"
+                            ));
                         }
                     }
                 }

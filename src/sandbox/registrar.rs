@@ -116,7 +116,10 @@ fn years(t: &Template, field: &str, default: u8) -> Result<u8, Failure> {
             Ok(n) if (1..=10).contains(&n) => Ok(n),
             _ => Err(fail(
                 "WRONG_YEARS",
-                format!("Error: WRONG_YEARS: {} must be 1 to 10, not {v:?}", field.to_ascii_uppercase()),
+                format!(
+                    "Error: WRONG_YEARS: {} must be 1 to 10, not {v:?}",
+                    field.to_ascii_uppercase()
+                ),
                 format!("Неверный срок: {v}"),
             )),
         },
@@ -146,7 +149,10 @@ impl Registrar {
                 c.repeated_message_ids += 1;
             }
         }
-        let mid = env.message_id.clone().unwrap_or_else(|| "(no Message-ID)".into());
+        let mid = env
+            .message_id
+            .clone()
+            .unwrap_or_else(|| "(no Message-ID)".into());
         let Some(to) = env.from.clone() else {
             self.registry.counters.refused += 1;
             return Handled {
@@ -285,8 +291,12 @@ impl Registrar {
         self.config.drops.iter().find_map(|rule| {
             let hit = match t.kind {
                 TemplateKind::Domain => t.one("domain").is_some_and(|d| {
-                    let ascii = DomainName::parse(d).map(|n| n.as_str().to_owned()).unwrap_or_else(|_| d.to_ascii_lowercase());
-                    let unicode = DomainName::parse(d).map(|n| n.to_unicode()).unwrap_or_else(|_| d.to_owned());
+                    let ascii = DomainName::parse(d)
+                        .map(|n| n.as_str().to_owned())
+                        .unwrap_or_else(|_| d.to_ascii_lowercase());
+                    let unicode = DomainName::parse(d)
+                        .map(|n| n.to_unicode())
+                        .unwrap_or_else(|_| d.to_owned());
                     rule.matches_domain(&ascii, &unicode)
                 }),
                 _ => t.one("nic_hdl").is_some_and(|h| rule.matches_handle(h)),
@@ -320,9 +330,27 @@ impl Registrar {
     fn contact(&mut self, t: &Template, today: Date) -> Result<Outcome, Failure> {
         let organization = t.kind == TemplateKind::Organization;
         let required: &[&str] = if organization {
-            &["nic_hdl", "orgname_ru", "orgname_en", "inn", "legal_addr", "postal_addr", "phone", "e_mail"]
+            &[
+                "nic_hdl",
+                "orgname_ru",
+                "orgname_en",
+                "inn",
+                "legal_addr",
+                "postal_addr",
+                "phone",
+                "e_mail",
+            ]
         } else {
-            &["nic_hdl", "fiorus", "fioeng", "passport", "birth_date", "postal_addr", "phone", "e_mail"]
+            &[
+                "nic_hdl",
+                "fiorus",
+                "fioeng",
+                "passport",
+                "birth_date",
+                "postal_addr",
+                "phone",
+                "e_mail",
+            ]
         };
         if let Some(missing) = required.iter().find(|f| t.many(f).is_empty()) {
             return Err(not_filled(missing));
@@ -331,21 +359,24 @@ impl Registrar {
         if !valid_handle(&handle) {
             return Err(fail(
                 "WRONG_NIC_HDL",
-                format!("Error: WRONG_NIC_HDL: {handle:?} is not a valid handle (letters, digits, _ and -)"),
+                format!(
+                    "Error: WRONG_NIC_HDL: {handle:?} is not a valid handle (letters, digits, _ and -)"
+                ),
                 "Неверный идентификатор контакта (nic_hdl).",
             ));
         }
-        let name;
-        if organization {
+        let name = if organization {
             let inn = t.one("inn").unwrap_or_default();
             if !(inn.len() == 10 || inn.len() == 12) || !inn.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(fail(
                     "WRONG_INN",
-                    format!("Error: WRONG_INN: INN {inn:?} of organization {handle} must be 10 or 12 digits"),
+                    format!(
+                        "Error: WRONG_INN: INN {inn:?} of organization {handle} must be 10 or 12 digits"
+                    ),
                     "Неверный ИНН организации.",
                 ));
             }
-            name = t.one("orgname_en").unwrap_or_default().to_owned();
+            t.one("orgname_en").unwrap_or_default().to_owned()
         } else {
             let fioeng = t.one("fioeng").unwrap_or_default();
             let raw = t.one("birth_date").unwrap_or_default();
@@ -358,12 +389,14 @@ impl Registrar {
             if wrong {
                 return Err(fail(
                     "WRONG_BIRTH_DATE",
-                    format!("WRONG_BIRTH_DATE: birth date {raw} of person {handle} is wrong (DD.MM.YYYY, a real date in the past)"),
+                    format!(
+                        "WRONG_BIRTH_DATE: birth date {raw} of person {handle} is wrong (DD.MM.YYYY, a real date in the past)"
+                    ),
                     "Неверная дата рождения (birth_date).",
                 ));
             }
-            name = fioeng.to_owned();
-        }
+            fioeng.to_owned()
+        };
         if !t.one("e_mail").unwrap_or_default().contains('@') {
             return Err(fail(
                 "WRONG_EMAIL",
@@ -382,7 +415,12 @@ impl Registrar {
         self.registry.handles.insert(
             handle.to_ascii_uppercase(),
             HandleRecord {
-                kind: if organization { "organization" } else { "person" }.into(),
+                kind: if organization {
+                    "organization"
+                } else {
+                    "person"
+                }
+                .into(),
                 name,
                 created: Some(today),
             },
@@ -412,7 +450,10 @@ impl Registrar {
             if DomainName::parse(host).is_err() {
                 return Err(fail(
                     "WRONG_NSERVER",
-                    format!("Error: WRONG_NSERVER: name server {ns:?} of {} is not valid", name.as_str()),
+                    format!(
+                        "Error: WRONG_NSERVER: name server {ns:?} of {} is not valid",
+                        name.as_str()
+                    ),
                     "Неверный DNS-сервер.",
                 ));
             }
@@ -421,7 +462,10 @@ impl Registrar {
         if !self.registry.has_handle(admin) {
             return Err(fail(
                 "ADMIN_NOT_FOUND",
-                format!("Error: ADMIN_NOT_FOUND: contact {admin} (admin-o of {}) does not exist", name.as_str()),
+                format!(
+                    "Error: ADMIN_NOT_FOUND: contact {admin} (admin-o of {}) does not exist",
+                    name.as_str()
+                ),
                 format!("Контакт {admin} не найден."),
             ));
         }
@@ -462,7 +506,10 @@ impl Registrar {
         let Some(rec) = self.registry.domain(name.as_str()).cloned() else {
             return Err(fail(
                 "DOMAIN_NOT_FOUND",
-                format!("Error: DOMAIN_NOT_FOUND: domain {} is not registered at R01", name.as_str()),
+                format!(
+                    "Error: DOMAIN_NOT_FOUND: domain {} is not registered at R01",
+                    name.as_str()
+                ),
                 format!("Домен {} не найден в реестре.", name.to_unicode()),
             ));
         };
@@ -484,7 +531,9 @@ impl Registrar {
             }
         }
         self.fault()?;
-        let expires = rec.expires.saturating_add(Span::new().years(i64::from(years)));
+        let expires = rec
+            .expires
+            .saturating_add(Span::new().years(i64::from(years)));
         if let Some(r) = self.registry.domains.get_mut(name.as_str()) {
             r.expires = expires;
         }
@@ -516,7 +565,8 @@ mod tests {
     "#;
 
     fn registrar(extra: &str) -> Registrar {
-        let c = SandboxConfig::from_toml_str(&format!("{CONFIG}\n{extra}"), Path::new(".")).unwrap();
+        let c =
+            SandboxConfig::from_toml_str(&format!("{CONFIG}\n{extra}"), Path::new(".")).unwrap();
         Registrar::new(c, Registry::default())
     }
 
@@ -526,16 +576,26 @@ mod tests {
 
     fn request(body: &str) -> Vec<u8> {
         let mut raw = b"From: gateway@gateway.test\r\nSubject: NEW [RM-1]\r\nMessage-ID: <1@gateway.test>\r\nContent-Type: text/plain; charset=koi8-r\r\nContent-Transfer-Encoding: 8bit\r\n\r\n".to_vec();
-        raw.extend_from_slice(&encoding_rs::KOI8_R.encode(&format!("action: NEW\nagreement: RP/01/00\npassword: pw\n\n{body}#[TEMPLATES END]#\n")).0);
+        raw.extend_from_slice(
+            &encoding_rs::KOI8_R
+                .encode(&format!(
+                    "action: NEW\nagreement: RP/01/00\npassword: pw\n\n{body}#[TEMPLATES END]#\n"
+                ))
+                .0,
+        );
         raw
     }
 
     fn person(handle: &str, fioeng: &str, birth: &str) -> String {
-        format!("#[PERSON TEMPLATE]#\nnic_hdl: {handle}\nfiorus: Иванов Иван\nfioeng: {fioeng}\npassport: 4500 123456\npassport: выдан ОВД\nbirth_date: {birth}\npostal_addr: Москва\nphone: +7 495 1234567\ne_mail: i@example.ru\n")
+        format!(
+            "#[PERSON TEMPLATE]#\nnic_hdl: {handle}\nfiorus: Иванов Иван\nfioeng: {fioeng}\npassport: 4500 123456\npassport: выдан ОВД\nbirth_date: {birth}\npostal_addr: Москва\nphone: +7 495 1234567\ne_mail: i@example.ru\n"
+        )
     }
 
     fn domain(name: &str, admin: &str) -> String {
-        format!("#[DOMAIN TEMPLATE]#\ndomain: {name}\nnserver: ns1.example.ru\nadmin-o: {admin}\nyears: 2\n")
+        format!(
+            "#[DOMAIN TEMPLATE]#\ndomain: {name}\nnserver: ns1.example.ru\nadmin-o: {admin}\nyears: 2\n"
+        )
     }
 
     fn outcomes(h: &Handled) -> Vec<ReplyKind> {
@@ -545,21 +605,35 @@ mod tests {
     #[test]
     fn a_person_and_its_domain_in_one_request_are_acknowledged_then_completed() {
         let mut r = registrar("");
-        let h = r.handle(&request(&format!("{}{}", person("A_1_1-GPT", "Ivan Ivanov", "31.01.1980"), domain("пример.рф", "A_1_1-GPT"))), today());
+        let h = r.handle(
+            &request(&format!(
+                "{}{}",
+                person("A_1_1-GPT", "Ivan Ivanov", "31.01.1980"),
+                domain("пример.рф", "A_1_1-GPT")
+            )),
+            today(),
+        );
         let k = outcomes(&h);
         assert_eq!(k[0], ReplyKind::Ack { task: 1001 });
         assert_eq!(h.replies[0].after, Duration::ZERO);
         assert_eq!(h.replies[1].after, Duration::from_secs(1));
-        assert!(matches!(&k[1], ReplyKind::Final { outcome: Outcome::Contact { handle, organization: false }, .. } if handle == "A_1_1-GPT"));
-        assert!(matches!(&k[2], ReplyKind::Final { outcome: Outcome::Registered { domain, expires, .. }, .. }
-            if domain == "xn--e1afmkfd.xn--p1ai" && *expires == Date::constant(2028, 11, 23)));
+        assert!(
+            matches!(&k[1], ReplyKind::Final { outcome: Outcome::Contact { handle, organization: false }, .. } if handle == "A_1_1-GPT")
+        );
+        assert!(
+            matches!(&k[2], ReplyKind::Final { outcome: Outcome::Registered { domain, expires, .. }, .. }
+            if domain == "xn--e1afmkfd.xn--p1ai" && *expires == Date::constant(2028, 11, 23))
+        );
         assert!(r.registry.has_handle("a_1_1-gpt"));
         assert!(h.summary.contains("task 1001"), "{}", h.summary);
     }
 
     fn failure_code(k: &ReplyKind) -> &'static str {
         match k {
-            ReplyKind::Final { outcome: Outcome::Failed(f), .. } => f.code,
+            ReplyKind::Final {
+                outcome: Outcome::Failed(f),
+                ..
+            } => f.code,
             other => panic!("not a failure: {other:?}"),
         }
     }
@@ -568,11 +642,27 @@ mod tests {
     fn object_errors_come_after_an_acknowledgement() {
         let mut r = registrar("");
         for (body, code) in [
-            (person("B_1_1-GPT", "Bad BADDATE", "31.01.1980"), "WRONG_BIRTH_DATE"),
-            (person("B_1_1-GPT", "Ivan", "01.01.1900"), "WRONG_BIRTH_DATE"),
-            (person("B_1_1-GPT", "Ivan", "31.02.1980"), "WRONG_BIRTH_DATE"),
-            (person("B_1_1-GPT", "Ivan", "01.01.2030"), "WRONG_BIRTH_DATE"),
-            (person("B_1_1-GPT", "Ivan", "31.01.1980").replace("passport: 4500 123456\npassport: выдан ОВД\n", ""), "NOT_FILLED"),
+            (
+                person("B_1_1-GPT", "Bad BADDATE", "31.01.1980"),
+                "WRONG_BIRTH_DATE",
+            ),
+            (
+                person("B_1_1-GPT", "Ivan", "01.01.1900"),
+                "WRONG_BIRTH_DATE",
+            ),
+            (
+                person("B_1_1-GPT", "Ivan", "31.02.1980"),
+                "WRONG_BIRTH_DATE",
+            ),
+            (
+                person("B_1_1-GPT", "Ivan", "01.01.2030"),
+                "WRONG_BIRTH_DATE",
+            ),
+            (
+                person("B_1_1-GPT", "Ivan", "31.01.1980")
+                    .replace("passport: 4500 123456\npassport: выдан ОВД\n", ""),
+                "NOT_FILLED",
+            ),
             (domain("free.ru", "NOBODY_1_1-GPT"), "ADMIN_NOT_FOUND"),
             (domain("bad_name.ru", "NOBODY_1_1-GPT"), "WRONG_DOMAIN_NAME"),
         ] {
@@ -584,15 +674,25 @@ mod tests {
         // The same handle twice: DADMIN_EXIST; a domain twice: taken.
         let ok = person("C_1_1-GPT", "Ivan", "31.01.1980");
         r.handle(&request(&ok), today());
-        assert_eq!(failure_code(&outcomes(&r.handle(&request(&ok), today()))[1]), "DADMIN_EXIST");
+        assert_eq!(
+            failure_code(&outcomes(&r.handle(&request(&ok), today()))[1]),
+            "DADMIN_EXIST"
+        );
         r.handle(&request(&domain("taken.ru", "C_1_1-GPT")), today());
-        assert_eq!(failure_code(&outcomes(&r.handle(&request(&domain("taken.ru", "C_1_1-GPT")), today()))[1]), "DOMAIN_EXISTS");
+        assert_eq!(
+            failure_code(
+                &outcomes(&r.handle(&request(&domain("taken.ru", "C_1_1-GPT")), today()))[1]
+            ),
+            "DOMAIN_EXISTS"
+        );
         assert!(r.registry.counters.failed >= 9);
     }
 
     fn prolong(name: &str) -> Vec<u8> {
         let mut raw = request("");
-        let text = format!("action: PROLONG\nagreement: RP/01/00\npassword: pw\n\n#[DOMAIN TEMPLATE]#\ndomain: {name}\nprolong: 1\n#[TEMPLATES END]#\n");
+        let text = format!(
+            "action: PROLONG\nagreement: RP/01/00\npassword: pw\n\n#[DOMAIN TEMPLATE]#\ndomain: {name}\nprolong: 1\n#[TEMPLATES END]#\n"
+        );
         let at = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
         raw.truncate(at);
         raw.extend_from_slice(text.as_bytes());
@@ -602,13 +702,27 @@ mod tests {
     #[test]
     fn prolong_needs_an_existing_domain_and_the_renewal_window() {
         let mut r = registrar("first_term_days = 30");
-        r.handle(&request(&person("D_1_1-GPT", "Ivan", "31.01.1980")), today());
+        r.handle(
+            &request(&person("D_1_1-GPT", "Ivan", "31.01.1980")),
+            today(),
+        );
         r.handle(&request(&domain("short.ru", "D_1_1-GPT")), today());
-        assert_eq!(r.registry.domain("short.ru").unwrap().expires, Date::constant(2026, 12, 23));
+        assert_eq!(
+            r.registry.domain("short.ru").unwrap().expires,
+            Date::constant(2026, 12, 23)
+        );
         let k = outcomes(&r.handle(&prolong("short.ru"), today()));
-        assert!(matches!(&k[1], ReplyKind::Final { outcome: Outcome::Prolonged { expires, .. }, .. } if *expires == Date::constant(2027, 12, 23)));
-        assert_eq!(failure_code(&outcomes(&r.handle(&prolong("short.ru"), today()))[1]), "PROLONG_TOO_EARLY");
-        assert_eq!(failure_code(&outcomes(&r.handle(&prolong("unknown.com"), today()))[1]), "DOMAIN_NOT_FOUND");
+        assert!(
+            matches!(&k[1], ReplyKind::Final { outcome: Outcome::Prolonged { expires, .. }, .. } if *expires == Date::constant(2027, 12, 23))
+        );
+        assert_eq!(
+            failure_code(&outcomes(&r.handle(&prolong("short.ru"), today()))[1]),
+            "PROLONG_TOO_EARLY"
+        );
+        assert_eq!(
+            failure_code(&outcomes(&r.handle(&prolong("unknown.com"), today()))[1]),
+            "DOMAIN_NOT_FOUND"
+        );
     }
 
     #[test]
@@ -616,24 +730,51 @@ mod tests {
         let run = |extra: &str| {
             let mut r = registrar(extra);
             (0..20)
-                .map(|i| outcomes(&r.handle(&request(&person(&format!("E_{i}_1-GPT"), "Ivan", "31.01.1980")), today())).len())
+                .map(|i| {
+                    outcomes(&r.handle(
+                        &request(&person(&format!("E_{i}_1-GPT"), "Ivan", "31.01.1980")),
+                        today(),
+                    ))
+                    .len()
+                })
                 .collect::<Vec<_>>()
         };
-        assert_eq!(run("error_rate = 0.5\nduplicate_rate = 0.5\nseed = 7"), run("error_rate = 0.5\nduplicate_rate = 0.5\nseed = 7"));
+        assert_eq!(
+            run("error_rate = 0.5\nduplicate_rate = 0.5\nseed = 7"),
+            run("error_rate = 0.5\nduplicate_rate = 0.5\nseed = 7")
+        );
 
         let mut r = registrar("duplicate_rate = 1.0\nout_of_order = true");
-        let h = r.handle(&request(&person("F_1_1-GPT", "Ivan", "31.01.1980")), today());
+        let h = r.handle(
+            &request(&person("F_1_1-GPT", "Ivan", "31.01.1980")),
+            today(),
+        );
         let k = outcomes(&h);
         assert_eq!(k.len(), 4, "{k:?}");
         assert!(matches!(k[0], ReplyKind::Final { .. }) && matches!(k[1], ReplyKind::Final { .. }));
         assert!(matches!(k[2], ReplyKind::Ack { .. }) && matches!(k[3], ReplyKind::Ack { .. }));
         assert!(h.replies[0].duplicate && !h.replies[1].duplicate);
 
-        let mut r = registrar("[[drop]]\ndomain = '^silent'\n[[drop]]\nhandle = 'G_2'\nreplies = \"final\"");
-        r.handle(&request(&person("G_1_1-GPT", "Ivan", "31.01.1980")), today());
-        assert!(r.handle(&request(&domain("silent.ru", "G_1_1-GPT")), today()).replies.is_empty());
-        assert!(r.registry.domain("silent.ru").is_some(), "the work is done, only the mail is lost");
-        let k = outcomes(&r.handle(&request(&person("G_2_1-GPT", "Ivan", "31.01.1980")), today()));
+        let mut r = registrar(
+            "[[drop]]\ndomain = '^silent'\n[[drop]]\nhandle = 'G_2'\nreplies = \"final\"",
+        );
+        r.handle(
+            &request(&person("G_1_1-GPT", "Ivan", "31.01.1980")),
+            today(),
+        );
+        assert!(
+            r.handle(&request(&domain("silent.ru", "G_1_1-GPT")), today())
+                .replies
+                .is_empty()
+        );
+        assert!(
+            r.registry.domain("silent.ru").is_some(),
+            "the work is done, only the mail is lost"
+        );
+        let k = outcomes(&r.handle(
+            &request(&person("G_2_1-GPT", "Ivan", "31.01.1980")),
+            today(),
+        ));
         assert_eq!(k.len(), 1);
         assert!(matches!(k[0], ReplyKind::Ack { .. }));
     }
@@ -646,9 +787,15 @@ mod tests {
         raw = s.into_bytes();
         let h = r.handle(&raw, today());
         assert_eq!(h.replies.len(), 1);
-        assert!(matches!(&h.replies[0].letter.kind, ReplyKind::Refusal(x) if x.code == "AUTH_FAILED"));
+        assert!(
+            matches!(&h.replies[0].letter.kind, ReplyKind::Refusal(x) if x.code == "AUTH_FAILED")
+        );
         assert_eq!(r.registry.next_task, 1001);
         assert_eq!(r.registry.counters.refused, 1);
-        assert!(!h.summary.contains("s3cr3t"), "no password in logs: {}", h.summary);
+        assert!(
+            !h.summary.contains("s3cr3t"),
+            "no password in logs: {}",
+            h.summary
+        );
     }
 }

@@ -64,7 +64,11 @@ impl Outcome {
                 organization,
             } => format!(
                 "{} {handle} created",
-                if *organization { "organization" } else { "person" }
+                if *organization {
+                    "organization"
+                } else {
+                    "person"
+                }
             ),
             Outcome::Registered {
                 domain, expires, ..
@@ -273,8 +277,8 @@ pub fn build(style: &Style, letter: &Letter, now: Timestamp) -> Built {
         }
         _ => own_subject(&letter.kind),
     };
-    let date = jiff::fmt::rfc2822::to_string(&now.to_zoned(jiff::tz::TimeZone::UTC))
-        .unwrap_or_default();
+    let date =
+        jiff::fmt::rfc2822::to_string(&now.to_zoned(jiff::tz::TimeZone::UTC)).unwrap_or_default();
     let mut headers = vec![
         format!("Date: {date}"),
         format!("From: {} <{}>", style.from_name, style.from),
@@ -376,9 +380,17 @@ mod tests {
         );
         let mut out = Vec::new();
         for threading in [true, false] {
-            for charset in [ReplyCharset::Koi8R, ReplyCharset::Windows1251, ReplyCharset::Utf8] {
+            for charset in [
+                ReplyCharset::Koi8R,
+                ReplyCharset::Windows1251,
+                ReplyCharset::Utf8,
+            ] {
                 for quote in [false, true] {
-                    let b = build(&style(threading, charset), &letter(kind.clone(), quote), Timestamp::now());
+                    let b = build(
+                        &style(threading, charset),
+                        &letter(kind.clone(), quote),
+                        Timestamp::now(),
+                    );
                     let mail = parse(&b.bytes, &ParseLimits::default(), encoding_rs::KOI8_R)
                         .unwrap_or_else(|q| panic!("quarantined: {q:?}"));
                     assert_eq!(mail.in_reply_to.is_empty(), !threading);
@@ -410,7 +422,11 @@ mod tests {
     #[test]
     fn contact_completions_match_client_registered_with_the_handle() {
         for organization in [false, true] {
-            let handle = if organization { "E2E_7_3-ORG-GPT" } else { "E2E_7_3-GPT" };
+            let handle = if organization {
+                "E2E_7_3-ORG-GPT"
+            } else {
+                "E2E_7_3-GPT"
+            };
             for m in judged(ReplyKind::Final {
                 task: 1043,
                 outcome: Outcome::Contact {
@@ -459,7 +475,10 @@ mod tests {
             },
         }) {
             assert_eq!(m.rule, "domain-prolonged");
-            assert_eq!(m.captures.domain, Some(DomainName::parse("пример.рф").unwrap()));
+            assert_eq!(
+                m.captures.domain,
+                Some(DomainName::parse("пример.рф").unwrap())
+            );
             assert_eq!(m.captures.expires, Some(date("2028-02-29")));
         }
     }
@@ -516,11 +535,23 @@ mod tests {
                 assert_eq!(m.captures.reason.as_deref(), Some(reason));
             }
         }
-        for m in judged(failure("DADMIN_EXIST", "DADMIN_EXIST: contact E2E_1_3-GPT already exists")) {
-            assert_eq!(m.captures.handle, Some(Handle::parse("E2E_1_3-GPT").unwrap()));
+        for m in judged(failure(
+            "DADMIN_EXIST",
+            "DADMIN_EXIST: contact E2E_1_3-GPT already exists",
+        )) {
+            assert_eq!(
+                m.captures.handle,
+                Some(Handle::parse("E2E_1_3-GPT").unwrap())
+            );
         }
-        for m in judged(failure("DOMAIN_EXISTS", "Domain taken.ru is already registered.")) {
-            assert_eq!(m.captures.domain, Some(DomainName::parse("taken.ru").unwrap()));
+        for m in judged(failure(
+            "DOMAIN_EXISTS",
+            "Domain taken.ru is already registered.",
+        )) {
+            assert_eq!(
+                m.captures.domain,
+                Some(DomainName::parse("taken.ru").unwrap())
+            );
         }
     }
 
@@ -544,12 +575,18 @@ mod tests {
         let l = letter(ReplyKind::Ack { task: 1 }, false);
         let b = build(&style(true, ReplyCharset::Koi8R), &l, Timestamp::now());
         let head = String::from_utf8_lossy(&b.bytes);
-        assert!(head.contains("Subject: Re: NEW DOMAIN example.ru [RM-"), "{head}");
+        assert!(
+            head.contains("Subject: Re: NEW DOMAIN example.ru [RM-"),
+            "{head}"
+        );
         assert!(head.contains("In-Reply-To: <0190c0de"), "{head}");
         let b = build(&style(false, ReplyCharset::Koi8R), &l, Timestamp::now());
         let head = String::from_utf8_lossy(&b.bytes);
         assert!(head.contains("Subject: R01: task 1 queued"), "{head}");
-        assert!(!head.contains("In-Reply-To") && !head.contains("[RM-"), "{head}");
+        assert!(
+            !head.contains("In-Reply-To") && !head.contains("[RM-"),
+            "{head}"
+        );
         assert!(head.contains("Content-Transfer-Encoding: 8bit\r\n"));
     }
 }

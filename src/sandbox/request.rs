@@ -246,8 +246,14 @@ pub fn check(env: &Envelope, expect: &Expect<'_>) -> Result<Request, Refusal> {
     if !expect.contacts.iter().any(|c| c == from) {
         return Err(refuse(
             "SENDER_NOT_ALLOWED",
-            format!("{from} is not a contact address of agreement {}; requests are accepted only from the contact addresses registered on the agreement", expect.agreement),
-            format!("адрес {from} не зарегистрирован как контактный адрес договора {}", expect.agreement),
+            format!(
+                "{from} is not a contact address of agreement {}; requests are accepted only from the contact addresses registered on the agreement",
+                expect.agreement
+            ),
+            format!(
+                "адрес {from} не зарегистрирован как контактный адрес договора {}",
+                expect.agreement
+            ),
         ));
     }
     let Some(ct) = env.content_type.as_deref() else {
@@ -291,7 +297,9 @@ pub fn check(env: &Envelope, expect: &Expect<'_>) -> Result<Request, Refusal> {
             return Err(refuse(
                 "WRONG_CHARSET",
                 format!("charset {other} is not accepted; only koi8-r and windows-1251 are"),
-                format!("кодировка {other} не поддерживается; допустимы только koi8-r и windows-1251"),
+                format!(
+                    "кодировка {other} не поддерживается; допустимы только koi8-r и windows-1251"
+                ),
             ));
         }
     };
@@ -302,7 +310,11 @@ pub fn check(env: &Envelope, expect: &Expect<'_>) -> Result<Request, Refusal> {
         .trim()
         .to_ascii_lowercase();
     if cte != "8bit" {
-        let shown = if cte.is_empty() { "missing" } else { cte.as_str() };
+        let shown = if cte.is_empty() {
+            "missing"
+        } else {
+            cte.as_str()
+        };
         return Err(refuse(
             "WRONG_TRANSFER_ENCODING",
             format!("Content-Transfer-Encoding is {shown}; it must be 8bit"),
@@ -348,7 +360,9 @@ pub fn check(env: &Envelope, expect: &Expect<'_>) -> Result<Request, Refusal> {
             other => {
                 return Err(refuse(
                     "SYNTAX_ERROR",
-                    format!("unknown field {other:?} in the authorization block (line {i}); known are action, pay-type, agreement, password"),
+                    format!(
+                        "unknown field {other:?} in the authorization block (line {i}); known are action, pay-type, agreement, password"
+                    ),
                     format!("неизвестное поле {other:?} в блоке авторизации"),
                 ));
             }
@@ -493,7 +507,12 @@ pub fn check(env: &Envelope, expect: &Expect<'_>) -> Result<Request, Refusal> {
             if n > 1 {
                 return Err(refuse(
                     "SYNTAX_ERROR",
-                    format!("{} is a single-line field but appears {n} times in the {} template at line {}", name.to_ascii_uppercase(), t.kind.name(), t.line),
+                    format!(
+                        "{} is a single-line field but appears {n} times in the {} template at line {}",
+                        name.to_ascii_uppercase(),
+                        t.kind.name(),
+                        t.line
+                    ),
                     format!("поле {name} указано {n} раз"),
                 ));
             }
@@ -501,7 +520,11 @@ pub fn check(env: &Envelope, expect: &Expect<'_>) -> Result<Request, Refusal> {
         if action == Action::Prolong && t.kind != TemplateKind::Domain {
             return Err(refuse(
                 "WRONG_ACTION",
-                format!("action PROLONG takes domain templates only, not the {} template at line {}", t.kind.name(), t.line),
+                format!(
+                    "action PROLONG takes domain templates only, not the {} template at line {}",
+                    t.kind.name(),
+                    t.line
+                ),
                 "для действия PROLONG допустимы только шаблоны доменов",
             ));
         }
@@ -511,15 +534,23 @@ pub fn check(env: &Envelope, expect: &Expect<'_>) -> Result<Request, Refusal> {
         if t.kind != TemplateKind::Domain {
             continue;
         }
-        let Some(admin) = t.one("admin-o") else { continue };
+        let Some(admin) = t.one("admin-o") else {
+            continue;
+        };
         let later = templates[n + 1..].iter().find(|c| {
             c.kind != TemplateKind::Domain
-                && c.one("nic_hdl").is_some_and(|h| h.eq_ignore_ascii_case(admin))
+                && c.one("nic_hdl")
+                    .is_some_and(|h| h.eq_ignore_ascii_case(admin))
         });
         if let Some(c) = later {
             return Err(refuse(
                 "WRONG_TEMPLATE_ORDER",
-                format!("the domain template at line {} refers to {admin}, whose {} template comes later (line {}); a contact must come before the domain that refers to it", t.line, c.kind.name(), c.line),
+                format!(
+                    "the domain template at line {} refers to {admin}, whose {} template comes later (line {}); a contact must come before the domain that refers to it",
+                    t.line,
+                    c.kind.name(),
+                    c.line
+                ),
                 "шаблон контакта должен стоять перед шаблоном домена, который на него ссылается",
             ));
         }
@@ -569,7 +600,10 @@ mod tests {
         assert_eq!(r.action, Action::New);
         assert_eq!(r.templates.len(), 2);
         assert_eq!(r.templates[0].one("fiorus"), Some("Иванов Иван"));
-        assert_eq!(r.templates[0].many("passport"), vec!["4500 123456", "выдан ОВД"]);
+        assert_eq!(
+            r.templates[0].many("passport"),
+            vec!["4500 123456", "выдан ОВД"]
+        );
         assert_eq!(r.templates[1].handle_field(), Some("H_1_2-GPT"));
     }
 
@@ -609,7 +643,10 @@ mod tests {
 
     #[test]
     fn windows_1251_is_accepted_too() {
-        let mut raw = HEAD.replace("\"KOI8-R\"", "windows-1251").replace('\n', "\r\n").into_bytes();
+        let mut raw = HEAD
+            .replace("\"KOI8-R\"", "windows-1251")
+            .replace('\n', "\r\n")
+            .into_bytes();
         raw.extend_from_slice(b"\r\n");
         raw.extend_from_slice(&WINDOWS_1251.encode(BODY).0);
         let r = check(&envelope(&raw), &expect()).unwrap();

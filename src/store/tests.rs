@@ -13,8 +13,9 @@ use uuid::Uuid;
 
 use super::*;
 use crate::core::{
-    Actor, ClientStatus, Contact, DomainOrder, Evidence, Handle, IdSource, MemState, Nameserver,
-    NewClient, Person, Phase, Policy, Registrant, ReplyOutcome, RequestKind, Resolution,
+    Actor, ClientStatus, Contact, DomainOrder, Evidence, Handle, IdSource, LogDraft, MemState,
+    Nameserver, NewClient, Person, Phase, Policy, Registrant, ReplyOutcome, RequestKind,
+    Resolution,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -236,10 +237,19 @@ impl Fixture {
     }
 }
 
+/// Opens the store. Right after a drop in the same process, sled's I/O threads may still hold
+/// the lock file for a moment, so a `Locked` answer is retried for up to two seconds.
 fn open_store(path: &std::path::Path) -> Store {
-    match Store::open(path, CACHE_BYTES) {
-        Ok(s) => s,
-        Err(e) => panic!("opening the store at {} failed: {e}", path.display()),
+    let mut tries = 0;
+    loop {
+        match Store::open(path, CACHE_BYTES) {
+            Ok(s) => return s,
+            Err(StoreError::Locked { .. }) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("opening the store at {} failed: {e}", path.display()),
+        }
     }
 }
 
@@ -798,6 +808,107 @@ fn due_deadlines_lists_requests_due_at_or_before_now() {
     f.assert_matches_twin();
 }
 
+#[test]
+fn acknowledged_task_id_is_indexed() {
+    let mut f = Fixture::new();
+    f.apply(create("c1", Some("MYCO_1-GPT")));
+    let r = Fixture::queued(
+        &f.apply(order("a.com", "c1", true)),
+        RequestKind::DomainRegistration,
+    );
+    f.apply(sent(r));
+    f.apply(ack(r));
+    f.reopen();
+    let s = f.store();
+    let hit = s
+        .index
+        .get(task_index_key("T-1"))
+        .unwrap()
+        .map(|v| v.to_vec());
+    assert_eq!(hit.as_deref(), Some(&r.as_bytes()[..]));
+    assert!(s.index.get(task_index_key("T-2")).unwrap().is_none());
+    f.assert_matches_twin();
+}
+
+#[test]
+fn apply_with_writes_the_event_and_its_extras_in_one_transaction() {
+    let mut f = Fixture::new();
+    f.apply(create("c1", None));
+    let note = LogDraft {
+        at: f.now,
+        actor: Actor::Registrar,
+        action: "inbox.applied".into(),
+        message: "reply applied".into(),
+        domain: Some(dn("a.ru")),
+        client: None,
+        request: None,
+        status_before: None,
+        status_after: None,
+        evidence: Evidence::default(),
+    };
+    let mut ctx = Ctx {
+        now: f.now,
+        ids: &mut f.ids,
+        policy: &f.policy,
+    };
+    let s = f.store.as_ref().unwrap();
+    let extra_note = note.clone();
+    let mut extras = move |t: &Transition| Extra {
+        idempotency: vec![(b"key-x".to_vec(), encode_value(&t.log.len()))],
+        index_put: vec![(b"zz\0test".to_vec(), b"1".to_vec())],
+        log: vec![extra_note.clone()],
+        ..Extra::default()
+    };
+    let applied = s
+        .apply_with(Some(order("a.ru", "c1", false)), &mut ctx, &mut extras)
+        .unwrap();
+    // The transition's own entry, then the extra one.
+    assert_eq!(applied.log_seqs, [2, 3]);
+    let log = s.log_of(&LogScope::Domain(dn("a.ru")), 0, 10).unwrap();
+    assert_eq!(
+        log.iter()
+            .map(|e| e.entry.action.as_str())
+            .collect::<Vec<_>>(),
+        ["domain.ordered", "inbox.applied"]
+    );
+    assert!(s.idempotency.get(b"key-x").unwrap().is_some());
+    assert!(s.index.get(b"zz\0test").unwrap().is_some());
+
+    // No event, extras only.
+    let mut only_log = |_: &Transition| Extra {
+        log: vec![note.clone()],
+        ..Extra::default()
+    };
+    let applied = s.apply_with(None, &mut ctx, &mut only_log).unwrap();
+    assert_eq!(applied.log_seqs, [4]);
+
+    // A refused event takes its extras down with it.
+    let mut refused_extras = |_: &Transition| Extra {
+        idempotency: vec![(b"key-y".to_vec(), b"x".to_vec())],
+        log: vec![note.clone()],
+        ..Extra::default()
+    };
+    let refused = s.apply_with(
+        Some(Event::MarkPaid {
+            domain: dn("nothing.ru"),
+        }),
+        &mut ctx,
+        &mut refused_extras,
+    );
+    assert!(matches!(
+        refused,
+        Err(ApplyError::Core(CoreError::UnknownDomain(_)))
+    ));
+    assert!(s.idempotency.get(b"key-y").unwrap().is_none());
+    assert_eq!(s.log_seq().unwrap(), 4);
+
+    f.reopen();
+    let s = f.store();
+    assert_eq!(s.log_seq().unwrap(), 4);
+    assert!(s.idempotency.get(b"key-x").unwrap().is_some());
+    assert_eq!(s.log_since(0, 10).unwrap()[3].entry.action, "inbox.applied");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Idempotency keys
 // ---------------------------------------------------------------------------------------------
@@ -910,10 +1021,9 @@ fn idempotent_apply_of_a_refused_event_does_not_burn_the_key() {
     assert!(matches!(applied, Idempotent::Applied(_)), "{applied:?}");
 }
 
-/// BUG (store/mod.rs, `apply_locked`): when the core's transition is a no-op (the same client
-/// created again, an order paid twice), `apply_locked` returns before calling the `extra`
-/// writer, so the idempotency key is never stored and the answer closure never runs. The same
-/// key used later with another body is then applied instead of being refused as a mismatch.
+/// An idempotency key is remembered even when its event changes nothing (the same client
+/// created again): reused with another body it is a mismatch. (Was a bug: `apply_locked`
+/// returned before the idempotency record was written for a no-op transition.)
 #[test]
 fn idempotency_key_is_remembered_even_when_the_event_changes_nothing() {
     let mut f = Fixture::new();

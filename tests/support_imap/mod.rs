@@ -44,9 +44,32 @@ pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 static GATEWAY_LOCK: Mutex<()> = Mutex::new(());
 
-/// Held by every test that uses the gateway mailbox (all of them): one at a time.
-pub fn exclusive() -> MutexGuard<'static, ()> {
-    GATEWAY_LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+/// The file lock the end-to-end tests (tests/support_e2e) take for the shared mailboxes, in the
+/// temporary directory: taken here too, so that this binary, the benchmark and tests/e2e.rs never
+/// use the gateway mailbox at the same time.
+pub const CROSS_PROCESS_LOCK: &str = "regmail-e2e.lock";
+
+/// The gateway mailbox, held: one test at a time in this process (a mutex) and across processes
+/// (an exclusive `flock` on [`CROSS_PROCESS_LOCK`]).
+pub struct Exclusive {
+    _flock: std::fs::File,
+    _lock: MutexGuard<'static, ()>,
+}
+
+/// Held by every test that uses the gateway mailbox (all of them): one at a time, also against
+/// other test binaries and the benchmark.
+pub fn exclusive() -> Exclusive {
+    let lock = GATEWAY_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    let path = std::env::temp_dir().join(CROSS_PROCESS_LOCK);
+    let flock = std::fs::File::create(&path)
+        .unwrap_or_else(|e| panic!("cannot create the lock file {}: {e}", path.display()));
+    flock
+        .lock()
+        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+    Exclusive {
+        _flock: flock,
+        _lock: lock,
+    }
 }
 
 /// The stack, up (once per process; panics loudly when it cannot come up).
@@ -605,6 +628,33 @@ impl PlainImap {
             got.iter()
                 .filter_map(|f| f.body().map(<[u8]>::to_vec))
                 .collect()
+        })
+    }
+
+    /// SELECTs `mailbox`, starts IDLE, says so on `ready`, and returns when the server reports
+    /// a change (the time it came), or None after `timeout`. Ends the session.
+    pub fn idle_once(
+        mut self,
+        mailbox: &str,
+        ready: std::sync::mpsc::Sender<()>,
+        timeout: Duration,
+    ) -> Option<Instant> {
+        use async_imap::extensions::idle::IdleResponse;
+        let mut session = self.session.take().expect("logged in");
+        self.rt.block_on(async move {
+            session.select(mailbox).await.expect("SELECT");
+            let mut idle = session.idle();
+            idle.init().await.expect("IDLE");
+            let (fut, _stop) = idle.wait_with_timeout(timeout);
+            let _ = ready.send(());
+            let woke = match fut.await.expect("IDLE wait") {
+                IdleResponse::NewData(_) => Some(Instant::now()),
+                _ => None,
+            };
+            if let Ok(mut s) = idle.done().await {
+                let _ = s.logout().await;
+            }
+            woke
         })
     }
 

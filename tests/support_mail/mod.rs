@@ -228,17 +228,31 @@ fn imap(user: &str, search: &Search, extra: &[&str]) -> (Vec<Vec<u8>>, usize) {
         }
     }
     cmd.args(extra);
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 {script}: {e}"));
-    assert!(
-        out.status.success(),
-        "reading {user}'s mailbox over IMAP failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    // The stack is shared by everything on this machine: another test may restart Dovecot
+    // under us, so a failed session is tried again a few times before it counts.
+    let mut failures = Vec::new();
+    for attempt in 0..4 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(500 * attempt));
+        }
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run python3 {script}: {e}"));
+        if out.status.success() {
+            return parse_imap_output(&out.stdout)
+                .unwrap_or_else(|e| panic!("imap_fetch.py answered something unexpected: {e}"));
+        }
+        failures.push(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    panic!(
+        "reading {user}'s mailbox over IMAP failed {} times:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
-    parse_imap_output(&out.stdout)
-        .unwrap_or_else(|e| panic!("imap_fetch.py answered something unexpected: {e}"))
 }
 
 fn parse_imap_output(mut buf: &[u8]) -> Result<(Vec<Vec<u8>>, usize), String> {
