@@ -1118,7 +1118,15 @@ impl Work<'_> {
             return Ok(());
         }
         d.phase = phase;
-        let msg = format!("{:?}", phase);
+        let msg = match phase {
+            Phase::RequestSent => "request e-mail handed to the mail server".to_owned(),
+            Phase::SendUnknown => "the request e-mail may or may not have gone out".to_owned(),
+            Phase::QueuedAtRegistrar => match &r.task_id {
+                Some(t) => format!("queued at the registrar as task {t}"),
+                None => "queued at the registrar".to_owned(),
+            },
+            other => format!("{other:?}"),
+        };
         self.put_domain(
             d,
             action,
