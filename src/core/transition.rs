@@ -960,6 +960,9 @@ impl Work<'_> {
                 old.state.as_str()
             )));
         }
+        if old.state == RequestState::SendUnknown {
+            return self.requeue_same_message(old);
+        }
         if matches!(
             old.state,
             RequestState::SendUnknown | RequestState::TimedOut
@@ -1293,6 +1296,43 @@ impl Work<'_> {
                     &format!("registrar: {reason}"),
                     ev,
                 )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a SendUnknown request again as the same message: same request, same Message-ID
+    /// (DESIGN.md inv. 3), so a mail system or registrar that saw the first copy can tell.
+    fn requeue_same_message(&mut self, mut r: Request) -> Result<(), CoreError> {
+        r.state = RequestState::Queued;
+        r.reply_deadline = None;
+        self.t.effects.push(Effect::DisarmDeadline(r.id));
+        self.t.effects.push(Effect::Send(r.id));
+        let msg = format!(
+            "queued again by an operator: the same e-mail, Message-ID {}",
+            r.message_id
+        );
+        let ev = Evidence {
+            message_id: Some(r.message_id.clone()),
+            ..Evidence::default()
+        };
+        self.put_request(r.clone(), "request.requeued", msg, ev);
+        if let Some(dn) = &r.domain {
+            let mut d = self.domain(dn)?;
+            if d.open_request == Some(r.id)
+                && matches!(d.status, DomainStatus::Registering | DomainStatus::Renewing)
+            {
+                d.phase = Phase::RequestQueued;
+                let ev = Evidence {
+                    request_id: Some(r.id),
+                    ..Evidence::default()
+                };
+                self.put_domain(
+                    d,
+                    "domain.request_queued",
+                    "request queued again (same e-mail)".into(),
+                    ev,
+                );
             }
         }
         Ok(())

@@ -114,19 +114,37 @@ impl SmtpSender {
     async fn connect(&self) -> Result<AsyncSmtpConnection, String> {
         let s = &self.settings;
         let hello = ClientId::Domain(s.hello_name.clone());
-        let implicit = match s.tls {
-            TlsMode::Tls => Some(self.tls_parameters()?),
-            _ => None,
+        let mut conn = match s.tls {
+            TlsMode::Tls => AsyncSmtpConnection::connect_tokio1(
+                (s.host.as_str(), s.port),
+                Some(s.timeout),
+                &hello,
+                Some(self.tls_parameters()?),
+                None,
+            )
+            .await
+            .map_err(|e| format!("connecting to {}:{}: {e}", s.host, s.port))?,
+            _ => {
+                // Our own socket, for TCP_NODELAY: lettre writes the content and the final
+                // "." separately, and with Nagle's algorithm the second write waits for the
+                // server's delayed ACK (about 40 ms per message).
+                let tcp = tokio::time::timeout(
+                    s.timeout,
+                    tokio::net::TcpStream::connect((s.host.as_str(), s.port)),
+                )
+                .await
+                .map_err(|_| format!("connecting to {}:{}: timed out", s.host, s.port))?
+                .map_err(|e| format!("connecting to {}:{}: {e}", s.host, s.port))?;
+                let _ = tcp.set_nodelay(true);
+                tokio::time::timeout(
+                    s.timeout,
+                    AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello),
+                )
+                .await
+                .map_err(|_| format!("greeting from {}:{}: timed out", s.host, s.port))?
+                .map_err(|e| format!("connecting to {}:{}: {e}", s.host, s.port))?
+            }
         };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (s.host.as_str(), s.port),
-            Some(s.timeout),
-            &hello,
-            implicit,
-            None,
-        )
-        .await
-        .map_err(|e| format!("connecting to {}:{}: {e}", s.host, s.port))?;
         if s.tls == TlsMode::StartTls {
             let params = self.tls_parameters()?;
             conn.starttls(params, &hello)
@@ -194,8 +212,15 @@ impl SmtpSender {
                 Ok(Err(e)) => return Err(before_data("DATA", &e)),
                 Err(_) => return Err(SendOutcome::Transient("DATA timed out".into())),
             }
-            // From here on the content goes out: a broken link means "unknown".
-            match tokio::time::timeout(t, conn.message(&msg.bytes)).await {
+            // From here on the content goes out: a broken link means "unknown". lettre adds
+            // the CRLF "." CRLF end marker (RFC 5321 §4.1.1.4) after the content, so the
+            // content's own last CRLF is left to it.
+            match tokio::time::timeout(
+                t,
+                conn.message(msg.bytes.strip_suffix(b"\r\n").unwrap_or(&msg.bytes)),
+            )
+            .await
+            {
                 Ok(Ok(resp)) => Ok(describe(&resp)),
                 Ok(Err(e)) if e.is_permanent() => {
                     Err(SendOutcome::Permanent(format!("end of data: {e}")))
