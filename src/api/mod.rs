@@ -596,6 +596,14 @@ async fn retry(
             .requests
             .iter()
             .find(|r| r.retry_of == Some(id))
+            // A SendUnknown request is queued again as itself (the same Message-ID).
+            .or_else(|| {
+                applied
+                    .transition
+                    .requests
+                    .iter()
+                    .find(|r| r.id == id && r.state == crate::core::RequestState::Queued)
+            })
             .cloned();
         let body = json!({
             "retried": id,
