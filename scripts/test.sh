@@ -27,4 +27,15 @@ echo "== cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
 echo "== cargo test"
-cargo test --locked
+# Library, binary and integration tests (there are no doc tests; benches run with cargo bench).
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --locked --lib --bins --tests 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -Eo '^test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+echo
+echo "tests: $passed passed, $failed failed"
+exit "$status"
