@@ -592,6 +592,38 @@ impl Work<'_> {
         self.t.effects.push(Effect::Send(id));
     }
 
+    /// Queues a domain request of `kind` for `d` and makes it the domain's open request
+    /// (status Registering or Renewing, phase RequestQueued). Returns the new request's id.
+    fn queue_for_domain(
+        &mut self,
+        d: &mut Domain,
+        kind: RequestKind,
+        years: Option<u8>,
+        retry_of: Option<RequestId>,
+    ) -> RequestId {
+        let id = self.ids.request_id();
+        self.queue_request(
+            id,
+            NewRequest {
+                kind,
+                client_id: &d.client_id,
+                domain: Some(&d.name),
+                years,
+                handle: None,
+                retry_of,
+            },
+        );
+        d.status = if kind == RequestKind::DomainRenewal {
+            DomainStatus::Renewing
+        } else {
+            DomainStatus::Registering
+        };
+        d.phase = Phase::RequestQueued;
+        d.open_request = Some(id);
+        d.last_error = None;
+        id
+    }
+
     /// Starts a client's registration: allocates its handle from the durable counter and
     /// queues the client request.
     fn start_client_registration(
@@ -652,20 +684,8 @@ impl Work<'_> {
         d.last_error = None;
         match c.status {
             ClientStatus::Registered => {
-                let id = self.ids.request_id();
-                self.queue_request(
-                    id,
-                    NewRequest {
-                        kind: RequestKind::DomainRegistration,
-                        client_id: &d.client_id,
-                        domain: Some(&d.name),
-                        years: Some(d.years),
-                        handle: None,
-                        retry_of: None,
-                    },
-                );
-                d.open_request = Some(id);
-                d.phase = Phase::RequestQueued;
+                let years = Some(d.years);
+                self.queue_for_domain(&mut d, RequestKind::DomainRegistration, years, None);
             }
             ClientStatus::Registering => {
                 d.open_request = None;
@@ -799,22 +819,7 @@ impl Work<'_> {
                 });
             }
         }
-        let id = self.ids.request_id();
-        self.queue_request(
-            id,
-            NewRequest {
-                kind: RequestKind::DomainRenewal,
-                client_id: &d.client_id,
-                domain: Some(name),
-                years: Some(years),
-                handle: None,
-                retry_of: None,
-            },
-        );
-        d.status = DomainStatus::Renewing;
-        d.phase = Phase::RequestQueued;
-        d.open_request = Some(id);
-        d.last_error = None;
+        let id = self.queue_for_domain(&mut d, RequestKind::DomainRenewal, Some(years), None);
         let msg = format!("renewal for {years} year(s) requested");
         self.put_domain(
             d,
@@ -1024,26 +1029,7 @@ impl Work<'_> {
                         )));
                     }
                 }
-                let new_id = self.ids.request_id();
-                self.queue_request(
-                    new_id,
-                    NewRequest {
-                        kind: old.kind,
-                        client_id: &d.client_id,
-                        domain: Some(&dn),
-                        years: old.years,
-                        handle: None,
-                        retry_of: Some(old.id),
-                    },
-                );
-                d.status = if old.kind == RequestKind::DomainRenewal {
-                    DomainStatus::Renewing
-                } else {
-                    DomainStatus::Registering
-                };
-                d.phase = Phase::RequestQueued;
-                d.open_request = Some(new_id);
-                d.last_error = None;
+                let new_id = self.queue_for_domain(&mut d, old.kind, old.years, Some(old.id));
                 let msg =
                     format!("operator retry of request {id}: request queued again as {new_id}");
                 self.put_domain(
@@ -1457,22 +1443,13 @@ impl Work<'_> {
                             && d.phase == Phase::WaitingForClient)
                             || (d.status == DomainStatus::Error && d.phase == Phase::ClientFailed));
                     if waiting {
-                        let id = self.ids.request_id();
-                        self.queue_request(
-                            id,
-                            NewRequest {
-                                kind: RequestKind::DomainRegistration,
-                                client_id: &d.client_id,
-                                domain: Some(&d.name),
-                                years: Some(d.years),
-                                handle: None,
-                                retry_of: None,
-                            },
+                        let years = Some(d.years);
+                        let id = self.queue_for_domain(
+                            &mut d,
+                            RequestKind::DomainRegistration,
+                            years,
+                            None,
                         );
-                        d.status = DomainStatus::Registering;
-                        d.phase = Phase::RequestQueued;
-                        d.open_request = Some(id);
-                        d.last_error = None;
                         let msg = format!("client {h} registered; domain request queued");
                         self.put_domain(
                             d,

@@ -145,7 +145,8 @@ pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::Clien
     Ok(Arc::new(config))
 }
 
-async fn with_deadline<T, E: std::fmt::Display>(
+/// Runs `f` with a deadline; a failure or a timeout becomes text naming `what`.
+pub async fn with_deadline<T, E: std::fmt::Display>(
     t: Duration,
     what: &str,
     f: impl std::future::Future<Output = Result<T, E>>,
@@ -169,8 +170,8 @@ async fn tls_wrap(s: &ImapSettings, tcp: TcpStream) -> Result<ImapConn, String> 
     Ok(ImapConn::Tls(Box::new(tls)))
 }
 
-/// Connects, secures and logs in.
-async fn connect(s: &ImapSettings) -> Result<Session, String> {
+/// Connects, secures (implicit TLS, or STARTTLS as RFC 3501 §6.2.1 has it) and logs in.
+pub async fn connect(s: &ImapSettings) -> Result<Session, String> {
     let t = s.command_timeout;
     let tcp = with_deadline(
         t,

@@ -6,73 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use secrecy::ExposeSecret;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::inbound::imap::{ImapConn, ImapSettings, tls_config};
-use crate::outbound::smtp::{SmtpSender, SmtpSettings, TlsMode};
+use crate::inbound::imap::{ImapSettings, connect, with_deadline as deadline};
+use crate::outbound::smtp::{SmtpSender, SmtpSettings};
 use crate::outbound::{RenderedRequest, SendOutcome};
-
-type Session = async_imap::Session<ImapConn>;
-
-async fn deadline<T, E: std::fmt::Display>(
-    t: Duration,
-    what: &str,
-    f: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(t, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {}s", t.as_secs())),
-    }
-}
-
-async fn tls_wrap(s: &ImapSettings, tcp: TcpStream) -> Result<ImapConn, String> {
-    let config = tls_config(s.ca_file.as_deref())?;
-    let name = s.tls_server_name.clone().unwrap_or_else(|| s.host.clone());
-    let server_name = rustls::pki_types::ServerName::try_from(name.clone())
-        .map_err(|e| format!("TLS name {name:?}: {e}"))?;
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| format!("TLS with {}: {e}", s.host))?;
-    Ok(ImapConn::Tls(Box::new(tls)))
-}
-
-/// Connects, secures (RFC 3501 §6.2.1 STARTTLS, or implicit TLS) and logs in.
-async fn connect(s: &ImapSettings) -> Result<Session, String> {
-    let t = s.command_timeout;
-    let tcp = deadline(
-        t,
-        &format!("connecting to {}:{}", s.host, s.port),
-        TcpStream::connect((s.host.as_str(), s.port)),
-    )
-    .await?;
-    let conn = match s.tls {
-        TlsMode::Tls => tls_wrap(s, tcp).await?,
-        _ => ImapConn::Plain(tcp),
-    };
-    let mut client = async_imap::Client::new(conn);
-    deadline(t, "reading the IMAP greeting", client.read_response()).await?;
-    if s.tls == TlsMode::StartTls {
-        deadline(
-            t,
-            "STARTTLS",
-            client.run_command_and_check_ok("STARTTLS", None),
-        )
-        .await?;
-        let ImapConn::Plain(tcp) = client.into_inner() else {
-            return Err("STARTTLS on an encrypted connection".into());
-        };
-        client = async_imap::Client::new(tls_wrap(s, tcp).await?);
-    }
-    match tokio::time::timeout(t, client.login(&s.username, s.password.expose_secret())).await {
-        Ok(Ok(session)) => Ok(session),
-        Ok(Err((e, _))) => Err(format!("IMAP login as {} failed: {e}", s.username)),
-        Err(_) => Err("IMAP login: no answer".into()),
-    }
-}
 
 /// What the sources hand each request to.
 pub trait Handler: Send {
