@@ -397,9 +397,23 @@ impl Processor for Intake {
             }
         };
         let done = self.settle(&rec, v)?;
+        let request = done
+            .request
+            .and_then(|id| self.store.request(id).ok().flatten());
+        let request_id = request
+            .as_ref()
+            .map(|r| r.id.to_string())
+            .unwrap_or_default();
+        let domain = request
+            .as_ref()
+            .and_then(|r| r.domain.as_ref())
+            .map(|d| d.to_string())
+            .unwrap_or_default();
         tracing::info!(
             key,
             state = done.state.as_str(),
+            %request_id,
+            %domain,
             reason = done.reason.as_deref().unwrap_or(""),
             "message processed"
         );

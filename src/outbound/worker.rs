@@ -179,8 +179,12 @@ impl OutboxWorker {
             if self.deferred.get(&id).is_some_and(|(_, at)| *at > now) {
                 continue;
             }
-            match self.store.request(id) {
-                Ok(Some(r)) if r.state == RequestState::Queued => {}
+            // Every line about this request names it and its domain (or client).
+            let subject = match self.store.request(id) {
+                Ok(Some(r)) if r.state == RequestState::Queued => r
+                    .domain
+                    .as_ref()
+                    .map_or_else(|| format!("client {}", r.client_id), |d| d.to_string()),
                 Ok(_) => {
                     tracing::warn!(request_id = %id, "outbox entry for a request that is not Queued; skipped");
                     continue;
@@ -189,7 +193,7 @@ impl OutboxWorker {
                     tracing::error!(request_id = %id, error = %e, "reading a queued request failed");
                     continue;
                 }
-            }
+            };
             let setup = self.setup();
             let rendered = match render_request(&self.store, &setup, id) {
                 Ok(m) => m,
@@ -208,7 +212,7 @@ impl OutboxWorker {
             let copy = Some(rendered.copy.clone());
             match outcome {
                 SendOutcome::Sent(detail) => {
-                    tracing::info!(request_id = %id, transport = self.transport.name(), %detail, "request sent");
+                    tracing::info!(request_id = %id, domain = %subject, transport = self.transport.name(), %detail, "request sent");
                     self.deferred.remove(&id);
                     self.apply(Event::Sent {
                         request: id,
@@ -218,7 +222,7 @@ impl OutboxWorker {
                     .await;
                 }
                 SendOutcome::Permanent(reason) => {
-                    tracing::warn!(request_id = %id, %reason, "request refused permanently");
+                    tracing::warn!(request_id = %id, domain = %subject, %reason, "request refused permanently");
                     self.deferred.remove(&id);
                     self.apply(Event::SendFailed {
                         request: id,
@@ -228,7 +232,7 @@ impl OutboxWorker {
                     .await;
                 }
                 SendOutcome::Unknown(detail) => {
-                    tracing::warn!(request_id = %id, %detail, "request may or may not have been sent");
+                    tracing::warn!(request_id = %id, domain = %subject, %detail, "request may or may not have been sent");
                     self.deferred.remove(&id);
                     self.apply(Event::SendUnknown {
                         request: id,
@@ -238,7 +242,7 @@ impl OutboxWorker {
                     .await;
                 }
                 SendOutcome::Transient(reason) => {
-                    tracing::warn!(request_id = %id, %reason, "sending failed; will retry");
+                    tracing::warn!(request_id = %id, domain = %subject, %reason, "sending failed; will retry");
                     self.defer(id, reason).await;
                 }
             }
