@@ -219,6 +219,8 @@ pub struct Config {
     pub imap: ImapConfig,
     /// `[deadlines]`: how long to wait for the registrar's final answer.
     pub deadlines: ReplyDeadlines,
+    /// `[renewal]`: automatic renewal of domains marked auto-renew (None: off).
+    pub auto_renew: Option<crate::scheduler::AutoRenew>,
     /// `[log] filter`: a `RUST_LOG`-style filter (`RUST_LOG` wins when set).
     pub log_filter: String,
     /// Where the file was read from (None: embedded defaults).
@@ -271,6 +273,7 @@ impl Config {
             "inbound",
             "imap",
             "deadlines",
+            "renewal",
             "log",
         ];
         for key in root.keys() {
@@ -741,6 +744,25 @@ impl Config {
                 .unwrap_or(three_days),
         };
 
+        let rn = r.section(&root, "renewal", &["auto", "days_before", "years"]);
+        let auto = match rn.get("auto") {
+            None => true,
+            Some(toml::Value::Boolean(b)) => *b,
+            Some(other) => {
+                r.problem(
+                    "renewal.auto",
+                    format!("must be true or false, not {}", other.type_str()),
+                );
+                true
+            }
+        };
+        let auto_renew = auto.then(|| crate::scheduler::AutoRenew {
+            days_before: r
+                .int(&rn, "renewal", "days_before", 1, 365)
+                .map_or(59, |n| n as i64),
+            years: r.int(&rn, "renewal", "years", 1, 10).map_or(1, |n| n as u8),
+        });
+
         let log = r.section(&root, "log", &["filter"]);
         let log_filter = r
             .string(&log, "log", "filter")
@@ -764,6 +786,7 @@ impl Config {
             inbound,
             imap,
             deadlines,
+            auto_renew,
             log_filter,
             source: source.map(Path::to_path_buf),
         })

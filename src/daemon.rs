@@ -153,6 +153,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         policy.clone(),
         Duration::from_secs(1),
+        config.auto_renew,
         scheduler_beat,
         stop_rx.clone(),
     ));

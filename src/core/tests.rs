@@ -1512,6 +1512,26 @@ fn cancel_before_send_withdraws_request() {
     assert_eq!(w.req(id).state, RequestState::Cancelled);
 }
 
+/// Found by `prop_at_most_one_open_request_per_owner`: an order cancelled while in Error after
+/// silence left its TimedOut request open; after a new order for the name, a late
+/// acknowledgement reopened the old request beside the new one.
+#[test]
+fn cancelling_an_order_closes_its_timed_out_request() {
+    let (mut w, first) = World::domain_request("example.ru", 1);
+    w.apply(sent(first));
+    w.advance(hours(73));
+    w.apply(deadline(first));
+    assert_eq!(w.domain("example.ru").status, DomainStatus::Error);
+    w.apply(cancel("example.ru"));
+    assert_eq!(w.req(first).state, RequestState::Cancelled);
+    let t = w.apply(order_event("example.ru", "c1", 1, true));
+    let second = queued(&t, RequestKind::DomainRegistration);
+    let t = w.apply(ack(first));
+    assert_eq!(actions(&t), ["reply.ignored"]);
+    assert_eq!(w.req(first).state, RequestState::Cancelled);
+    assert_eq!(w.domain("example.ru").open_request, Some(second));
+}
+
 #[test]
 fn cancel_after_send_is_refused() {
     let (mut w, id) = World::domain_request("example.ru", 1);

@@ -868,6 +868,19 @@ impl Work<'_> {
                 );
             } else {
                 self.t.effects.push(Effect::DisarmDeadline(r.id));
+                if !r.state.is_settled() {
+                    // A request left TimedOut (or SendUnknown) by an order cancelled in Error
+                    // is closed with it: a late reply to it is then logged only, and cannot
+                    // reopen it beside the request of a new order for the same name.
+                    r.state = RequestState::Cancelled;
+                    r.reply_deadline = None;
+                    self.put_request(
+                        r,
+                        "request.cancelled",
+                        "closed with its cancelled order".into(),
+                        Evidence::default(),
+                    );
+                }
             }
         }
         d.status = DomainStatus::Cancelled;
