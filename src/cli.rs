@@ -245,7 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             return Ok(1);
         }
         Command::Sandbox { sandbox_config } => {
-            init_tracing_default();
+            init_tracing("info");
             crate::sandbox::main(sandbox_config)?;
             return Ok(0);
         }
@@ -587,10 +587,6 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         | Command::Demo { .. } => {}
     }
     Ok(0)
-}
-
-fn init_tracing_default() {
-    init_tracing("info");
 }
 
 /// Sets up logging: `RUST_LOG` wins over the configured filter.

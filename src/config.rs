@@ -228,12 +228,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// The embedded defaults: everything under `./var`, the API on 127.0.0.1:7465.
-    pub fn embedded() -> Result<Config, ConfigError> {
-        Config::from_toml_str("", None)
-    }
-
-    /// Loads a file; `None` means the embedded defaults.
+    /// Loads a file; `None` means the embedded defaults (everything under `./var`, the API on
+    /// 127.0.0.1:7465).
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         match path {
             None => Config::from_toml_str("", None),

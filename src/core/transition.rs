@@ -1011,15 +1011,7 @@ impl Work<'_> {
                 }
                 // The same handle again: the registrar may have created it the first time.
                 self.start_client_registration(c, old.handle.clone(), Some(old.id))?;
-                for mut d in self.domains_of_client(&old.client_id)? {
-                    if d.status == DomainStatus::Error && d.phase == Phase::ClientFailed && d.paid {
-                        d.status = DomainStatus::Registering;
-                        d.phase = Phase::WaitingForClient;
-                        d.last_error = None;
-                        let msg = describe(&d);
-                        self.put_domain(d, "domain.waiting_for_client", msg, Evidence::default());
-                    }
-                }
+                self.domains_wait_for_client_again(&old.client_id)?;
             }
             RequestKind::DomainRegistration | RequestKind::DomainRenewal => {
                 let dn = old
@@ -1360,7 +1352,13 @@ impl Work<'_> {
             "the registrar answered after all".into(),
             ev,
         );
-        for mut d in self.domains_of_client(&r.client_id)? {
+        self.domains_wait_for_client_again(&r.client_id)
+    }
+
+    /// The paid domains that failed because their client did go back to waiting for it (the
+    /// client is being registered again: an operator retry, or a late answer).
+    fn domains_wait_for_client_again(&mut self, client: &ClientId) -> Result<(), CoreError> {
+        for mut d in self.domains_of_client(client)? {
             if d.status == DomainStatus::Error && d.phase == Phase::ClientFailed && d.paid {
                 d.status = DomainStatus::Registering;
                 d.phase = Phase::WaitingForClient;
