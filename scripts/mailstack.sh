@@ -52,8 +52,12 @@ set -euo pipefail
 readonly HOST=127.0.0.1
 readonly PORT_SMTP=25 PORT_SUBMISSION=587 PORT_SMTPS=465 PORT_IMAP=143 PORT_IMAPS=993
 readonly SERVER_NAME=mail.gateway.test
-readonly DOMAINS="gateway.test registrar.test"
-readonly USERS=(gateway@gateway.test robot@registrar.test copies@gateway.test other@gateway.test)
+readonly DOMAINS="gateway.test registrar.test customer.test hosting.test"
+# gateway/robot/copies/other: regmail's callback mailbox, the registrar, BCC copies, a stranger.
+# owner/admin/user@customer.test: a customer's account users (notices); ops@hosting.test: the
+# hosting company's own staff (operator notices and reseller reports).
+readonly USERS=(gateway@gateway.test robot@registrar.test copies@gateway.test other@gateway.test
+    owner@customer.test admin@customer.test user@customer.test ops@hosting.test)
 readonly UNKNOWN_USER=nobody@gateway.test   # in a virtual domain, not a mailbox: 550 at RCPT
 
 readonly STATE_DIR=/etc/mailstack
@@ -428,6 +432,7 @@ queue_run_delay = 10s
 minimal_backoff_time = 10s
 maximal_backoff_time = 60s
 lmtp_destination_recipient_limit = 1
+recipient_delimiter = +
 EOF
 }
 
@@ -458,6 +463,7 @@ listen = $HOST
 hostname = $SERVER_NAME
 base_dir = /run/dovecot
 log_path = $DC_LOG
+recipient_delimiter = +
 auth_verbose = yes
 
 disable_plaintext_auth = no

@@ -245,7 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             return Ok(1);
         }
         Command::Sandbox { sandbox_config } => {
-            init_tracing("info");
+            crate::logging::init_tracing("info");
             crate::sandbox::main(sandbox_config)?;
             return Ok(0);
         }
@@ -265,7 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Serve => {
             let config = Config::load(cli.config.as_deref())?;
-            init_tracing(&config.log_filter);
+            crate::logging::init_tracing(&config.log_filter);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -587,37 +587,6 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         | Command::Demo { .. } => {}
     }
     Ok(0)
-}
-
-/// Sets up logging: `RUST_LOG` wins over the configured filter.
-pub fn init_tracing(filter: &str) {
-    use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // async-imap traces every command it writes, LOGIN and its password included: never below
-    // debug for it, whatever the filter says (rule 5: no secret in any log).
-    let filter = match "async_imap=debug".parse() {
-        Ok(d) => filter.add_directive(d),
-        Err(_) => filter,
-    };
-    use std::io::IsTerminal;
-    // Under systemd (JOURNAL_STREAM set, systemd.exec(5)) log with native journald fields;
-    // otherwise plain text on stderr. Never both.
-    if std::env::var_os("JOURNAL_STREAM").is_some()
-        && let Ok(journald) = tracing_journald::layer()
-    {
-        let _ = tracing_subscriber::registry()
-            .with(filter)
-            .with(journald.with_syslog_identifier("regmail".into()))
-            .try_init();
-        return;
-    }
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// A small blocking client of the daemon's API.

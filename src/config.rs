@@ -134,7 +134,7 @@ pub struct ImapConfig {
     /// Port (default 143 for starttls and none, 993 for tls).
     pub port: u16,
     /// `none`, `starttls` or `tls`.
-    pub tls: crate::outbound::smtp::TlsMode,
+    pub tls: crate::tls::TlsMode,
     /// Certificate name to expect.
     pub tls_server_name: Option<String>,
     /// Extra trusted CA.
@@ -185,7 +185,7 @@ pub struct SmtpConfig {
     /// Port (default 587 for starttls, 465 for tls, 25 for none).
     pub port: u16,
     /// `none`, `starttls` or `tls`.
-    pub tls: crate::outbound::smtp::TlsMode,
+    pub tls: crate::tls::TlsMode,
     /// Certificate name to expect (default: host).
     pub tls_server_name: Option<String>,
     /// Extra trusted CA, PEM.
@@ -220,7 +220,7 @@ pub struct Config {
     /// `[deadlines]`: how long to wait for the registrar's final answer.
     pub deadlines: ReplyDeadlines,
     /// `[renewal]`: automatic renewal of domains marked auto-renew (None: off).
-    pub auto_renew: Option<crate::scheduler::AutoRenew>,
+    pub auto_renew: Option<AutoRenew>,
     /// `[log] filter`: a `RUST_LOG`-style filter (`RUST_LOG` wins when set).
     pub log_filter: String,
     /// Where the file was read from (None: embedded defaults).
@@ -548,7 +548,7 @@ impl Config {
                 "hello_name",
             ],
         );
-        use crate::outbound::smtp::TlsMode;
+        use crate::tls::TlsMode;
         let tls = match r.string(&sm, "smtp", "tls").as_deref() {
             None | Some("starttls") => TlsMode::StartTls,
             Some("tls") => TlsMode::Tls,
@@ -653,15 +653,15 @@ impl Config {
             ],
         );
         let imap_tls = match r.string(&im, "imap", "tls").as_deref() {
-            None | Some("starttls") => crate::outbound::smtp::TlsMode::StartTls,
-            Some("tls") => crate::outbound::smtp::TlsMode::Tls,
-            Some("none") => crate::outbound::smtp::TlsMode::None,
+            None | Some("starttls") => crate::tls::TlsMode::StartTls,
+            Some("tls") => crate::tls::TlsMode::Tls,
+            Some("none") => crate::tls::TlsMode::None,
             Some(other) => {
                 r.problem(
                     "imap.tls",
                     format!("{other:?}: expected \"none\", \"starttls\" or \"tls\""),
                 );
-                crate::outbound::smtp::TlsMode::StartTls
+                crate::tls::TlsMode::StartTls
             }
         };
         let idle = match im.get("idle") {
@@ -680,7 +680,7 @@ impl Config {
                 .string(&im, "imap", "host")
                 .unwrap_or_else(|| "127.0.0.1".into()),
             port: r.int(&im, "imap", "port", 1, 65535).map_or(
-                if imap_tls == crate::outbound::smtp::TlsMode::Tls {
+                if imap_tls == crate::tls::TlsMode::Tls {
                     993
                 } else {
                     143
@@ -752,7 +752,7 @@ impl Config {
                 true
             }
         };
-        let auto_renew = auto.then(|| crate::scheduler::AutoRenew {
+        let auto_renew = auto.then(|| AutoRenew {
             days_before: r
                 .int(&rn, "renewal", "days_before", 1, 365)
                 .map_or(59, |n| n as i64),
@@ -1137,4 +1137,14 @@ mod tests {
         let c = Config::from_toml_str("[deadlines]\nclient_reply = \"30m\"\n", None).unwrap();
         assert_eq!(c.deadlines.client, SignedDuration::from_mins(30));
     }
+}
+
+/// When auto-renewal asks for a renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoRenew {
+    /// Ask this many days before expiry. R01 refuses .RU/.SU/.РФ renewals earlier than 60 days
+    /// before the end of the term and runs its own auto-renewal at 55, so the default is 59.
+    pub days_before: i64,
+    /// Years per renewal.
+    pub years: u8,
 }

@@ -15,43 +15,11 @@ use crate::inbound::classify::ClassifyContext;
 use crate::inbound::imap::{ImapSettings, ImapSource};
 use crate::inbound::intake::Intake;
 use crate::inbound::parse::ParseLimits;
-use crate::inbound::rules::Rules;
 use crate::inbound::source::{MaildirSource, Processor, SourceHealth};
-use crate::outbound::worker::{Backoff, OutboundSetup, OutboxWorker};
+use crate::outbound::worker::{Backoff, OutboxWorker};
+use crate::reload::Reloadable;
 use crate::scheduler;
 use crate::store::Store;
-
-/// What SIGHUP (or `POST /v1/reload`) replaces.
-#[derive(Clone)]
-pub struct Reloadable {
-    /// The configuration file to re-read (None: embedded defaults).
-    pub config_path: Option<std::path::PathBuf>,
-    /// Reply rules.
-    pub rules: Arc<RwLock<Arc<Rules>>>,
-    /// Registrar profile and request settings.
-    pub outbound: Arc<RwLock<Arc<OutboundSetup>>>,
-}
-
-impl Reloadable {
-    /// Re-reads the configuration, the templates and the rules. All or nothing: on any error the
-    /// old settings stay in force and the error is returned (with the file and line).
-    pub fn reload(&self) -> Result<String, String> {
-        let config = Config::load(self.config_path.as_deref()).map_err(|e| e.to_string())?;
-        let rules = config.load_rules()?;
-        let setup = config.outbound_setup()?;
-        let n = rules.len();
-        let profile = setup.profile.source.clone();
-        if let Ok(mut g) = self.rules.write() {
-            *g = Arc::new(rules);
-        }
-        if let Ok(mut g) = self.outbound.write() {
-            *g = Arc::new(setup);
-        }
-        Ok(format!(
-            "reloaded: {n} reply rules, templates from {profile}"
-        ))
-    }
-}
 
 fn duration(d: jiff::SignedDuration, default: Duration) -> Duration {
     Duration::try_from(d).unwrap_or(default)

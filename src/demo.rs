@@ -38,7 +38,7 @@ const AGREEMENT: &str = "RP/00/DEMO";
 pub fn main(dir: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     // regmail and the sandbox only speak up when something goes wrong; the tour prints the rest.
-    crate::cli::init_tracing("warn");
+    crate::logging::init_tracing("warn");
     let dir =
         std::path::absolute(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
     let reused = prepare(&dir)?;

@@ -8,8 +8,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use crate::api::UuidIds;
+use crate::config::AutoRenew;
 use crate::core::{Actor, CoreError, Ctx, DomainStatus, Event, Policy};
+use crate::idsource::UuidIds;
 use crate::store::ApplyError;
 use crate::store::Store;
 
@@ -41,16 +42,6 @@ pub fn fire_due_deadlines(store: &Store, policy: &Policy, now: Timestamp) -> usi
         }
     }
     fired
-}
-
-/// When auto-renewal asks for a renewal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AutoRenew {
-    /// Ask this many days before expiry. R01 refuses .RU/.SU/.РФ renewals earlier than 60 days
-    /// before the end of the term and runs its own auto-renewal at 55, so the default is 59.
-    pub days_before: i64,
-    /// Years per renewal.
-    pub years: u8,
 }
 
 /// Requests the renewal of every Registered domain marked auto-renew whose expiry is within

@@ -24,23 +24,15 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::core::{
-    Actor, ClientId, Ctx, DomainName, DomainStatus, Event, IdSource, Policy, RequestId,
-    RequestState, Resolution,
+    Actor, ClientId, Ctx, DomainName, DomainStatus, Event, Policy, RequestId, RequestState,
+    Resolution,
 };
+use crate::idsource::UuidIds;
 use crate::outbound::Charset;
 use crate::outbound::worker::{OutboundSetup, render_request};
 use crate::store::{Applied, Idempotent, LogScope, Store};
 use error::ApiError;
 use tokio::sync::Notify;
-
-/// Fresh request ids for the daemon: UUID v7 (time-ordered, random tail).
-pub struct UuidIds;
-
-impl IdSource for UuidIds {
-    fn request_id(&mut self) -> RequestId {
-        RequestId(uuid::Uuid::now_v7())
-    }
-}
 
 /// What every handler shares.
 pub struct AppState {
@@ -61,7 +53,7 @@ pub struct AppState {
     /// The reply intake, for the unmatched queue and `rules test`.
     pub intake: Option<Arc<crate::inbound::intake::Intake>>,
     /// What `POST /v1/reload` reloads.
-    pub reloadable: Option<crate::daemon::Reloadable>,
+    pub reloadable: Option<crate::reload::Reloadable>,
     /// Worker liveness and counters (for /readyz and /metrics).
     pub health: Arc<crate::health::Health>,
     /// The reply source's health, when one runs.

@@ -18,9 +18,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::source::{Processor, SourceHealth};
-use crate::outbound::smtp::TlsMode;
 use crate::store::Store;
 use crate::store::inbox::Received;
+use crate::tls::TlsMode;
 
 /// `[imap]` settings.
 #[derive(Clone)]

@@ -11,10 +11,10 @@ use super::correlate::{Correlation, ReplyFacts, Signal, correlate, token_from_me
 use super::parse::{ParseLimits, ParsedMail, parse};
 use super::rules::{RuleMatch, Rules};
 use super::source::Processor;
-use crate::api::UuidIds;
 use crate::core::{
     Actor, Ctx, Event, Evidence, LogDraft, Policy, ReplyOutcome, RequestId, RequestState,
 };
+use crate::idsource::UuidIds;
 use crate::store::inbox::{InboxMessage, InboxState, inbox_state_key, message_id_key};
 use crate::store::{ApplyError, Extra, Store};
 

@@ -15,17 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::render::RenderedRequest;
 use super::transport::SendOutcome;
-
-/// How the connection is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// Plain text (a relay on this machine).
-    None,
-    /// STARTTLS (RFC 3207), required: no silent fallback to plain text.
-    StartTls,
-    /// Implicit TLS (RFC 8314, port 465).
-    Tls,
-}
+use crate::tls::TlsMode;
 
 /// `[smtp]` settings.
 #[derive(Clone)]

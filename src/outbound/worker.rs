@@ -12,8 +12,8 @@ use tokio::sync::{Notify, watch};
 use super::profile::Profile;
 use super::render::{RenderedRequest, RequestSettings, render};
 use super::transport::{SendOutcome, Transport};
-use crate::api::UuidIds;
 use crate::core::{Ctx, Event, Policy, RequestId, RequestState};
+use crate::idsource::UuidIds;
 use crate::store::Store;
 
 /// Retry timing for transient failures.

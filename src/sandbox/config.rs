@@ -11,7 +11,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::inbound::imap::ImapSettings;
-use crate::outbound::smtp::{SmtpSettings, TlsMode};
+use crate::outbound::smtp::SmtpSettings;
+use crate::tls::TlsMode;
 
 /// Where the sandbox reads requests from.
 #[derive(Debug, Clone)]
