@@ -215,33 +215,29 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 Ok(c) => c,
                 Err(e) => {
                     for p in &e.0 {
-                        println!("{p}");
+                        println!("error: {p}");
                     }
                     return Ok(1);
                 }
             };
-            // Past the file's syntax: the secrets, the profile and the transport must load too.
-            let mut problems = Vec::new();
-            if let Err(e) = config.load_token() {
-                problems.push(format!("api.token_file: {e}"));
+            // Past the file's syntax: every check `serve` runs, the same function.
+            let report = crate::preflight::check(&config);
+            for f in &report.findings {
+                println!("{f}");
             }
-            if let Err(e) = config.outbound_setup() {
-                problems.push(e);
-            }
-            if let Err(e) = config.transport() {
-                problems.push(e);
-            }
-            if problems.is_empty() {
-                let from = config
-                    .source
-                    .as_ref()
-                    .map_or("embedded defaults".into(), |p| p.display().to_string());
-                println!("configuration OK ({from})");
+            let from = config
+                .source
+                .as_ref()
+                .map_or("embedded defaults".into(), |p| p.display().to_string());
+            let warnings = report.warnings().count();
+            if report.ok() {
+                println!("configuration OK ({from}), {warnings} warning(s)");
                 return Ok(0);
             }
-            for p in problems {
-                println!("{p}");
-            }
+            println!(
+                "configuration has {} error(s) ({from}); serve would refuse to start",
+                report.errors().count()
+            );
             return Ok(1);
         }
         Command::Sandbox { sandbox_config } => {

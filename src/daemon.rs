@@ -27,6 +27,21 @@ fn duration(d: jiff::SignedDuration, default: Duration) -> Duration {
 
 /// Runs the daemon until a stop signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // The same checks as `regmail check-config`: refuse with every error, log every warning.
+    let preflight = crate::preflight::check(&config);
+    for w in preflight.warnings() {
+        tracing::warn!(key = %w.key, "configuration: {}", w.message);
+    }
+    if !preflight.ok() {
+        let errors: Vec<String> = preflight
+            .errors()
+            .map(|e| format!("  {}: {}", e.key, e.message))
+            .collect();
+        anyhow::bail!(
+            "the configuration cannot be used (regmail check-config says the same):\n{}",
+            errors.join("\n")
+        );
+    }
     let path = config.store.path.clone();
     let cache = config.store.cache_capacity_mb << 20;
     if let Some(parent) = path.parent()

@@ -1,5 +1,6 @@
 //! The charsets R01 accepts (KOI8-R, windows-1251: "Request making rules") and the documented
-//! transliteration of the few typographic characters a panel commonly sends that KOI8-R lacks.
+//! transliteration of the few typographic characters a panel commonly sends, applied only to
+//! those the configured charset cannot carry (windows-1251 holds « » — № and keeps them).
 
 use encoding_rs::{Encoding, KOI8_R, WINDOWS_1251};
 
@@ -41,7 +42,7 @@ impl Charset {
     /// Encodes strictly: `Err(c)` names the first character the charset cannot hold (after
     /// transliteration). encoding_rs's plain `encode` would write `&#171;` silently.
     pub fn encode(self, text: &str) -> Result<Vec<u8>, char> {
-        let text = transliterate(text);
+        let text = self.transliterate(text);
         let mut encoder = self.encoding().new_encoder();
         let mut out = Vec::with_capacity(text.len() + 16);
         let mut rest: &str = &text;
@@ -62,26 +63,54 @@ impl Charset {
         }
     }
 
+    /// True when the charset has a code for `c` (no transliteration needed).
+    pub fn holds(self, c: char) -> bool {
+        let mut buf = [0u8; 4];
+        let (_, _, bad) = self.encoding().encode(c.encode_utf8(&mut buf));
+        !bad
+    }
+
+    /// The documented transliteration (see [`transliterate`]) of the characters this charset
+    /// cannot carry; those it holds stay as they are.
+    pub fn transliterate(self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for c in text.chars() {
+            match replacement(c) {
+                Some(r) if !self.holds(c) => out.push_str(r),
+                _ => out.push(c),
+            }
+        }
+        out
+    }
+
     /// The first character of `text` this charset cannot hold, if any.
     pub fn first_unencodable(self, text: &str) -> Option<char> {
         self.encode(text).err()
     }
 }
 
-/// Replaces typographic characters by ASCII equivalents, the documented rule (README.md,
-/// "Characters"): « » „ “ ” → ", ‘ ’ ‚ → ', — – ‒ − → -, № → N, … → ..., non-breaking and
-/// other spaces → space. Everything else is left for the charset to accept or refuse.
+/// The documented rule (README.md, "Characters"): « » „ “ ” → ", ‘ ’ ‚ → ', — – ‒ − → -,
+/// № → N, … → ..., non-breaking and other spaces → space. None: no replacement.
+fn replacement(c: char) -> Option<&'static str> {
+    Some(match c {
+        '«' | '»' | '„' | '“' | '”' => "\"",
+        '‘' | '’' | '‚' => "'",
+        '—' | '–' | '‒' | '−' => "-",
+        '№' => "N",
+        '…' => "...",
+        '\u{a0}' | '\u{2007}' | '\u{202f}' | '\u{2009}' => " ",
+        _ => return None,
+    })
+}
+
+/// Replaces every typographic character of the documented rule by its ASCII equivalent,
+/// whatever the charset (the KOI8-R view; [`Charset::transliterate`] keeps what a charset holds).
 pub fn transliterate(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        match c {
-            '«' | '»' | '„' | '“' | '”' => out.push('"'),
-            '‘' | '’' | '‚' => out.push('\''),
-            '—' | '–' | '‒' | '−' => out.push('-'),
-            '№' => out.push('N'),
-            '…' => out.push_str("..."),
-            '\u{a0}' | '\u{2007}' | '\u{202f}' | '\u{2009}' => out.push(' '),
-            other => out.push(other),
+        match replacement(c) {
+            Some(r) => out.push_str(r),
+            None => out.push(c),
         }
     }
     out
@@ -97,6 +126,18 @@ mod tests {
         let (back, _, bad) = KOI8_R.decode(&bytes);
         assert!(!bad);
         assert_eq!(back, "ООО \"Ромашка\" - N1");
+    }
+
+    #[test]
+    fn windows1251_keeps_what_it_holds() {
+        let text = "ООО «Ромашка» — №1 „x“ ‘y’ …\u{a0}end";
+        let bytes = Charset::Windows1251.encode(text).unwrap();
+        let (back, _, bad) = WINDOWS_1251.decode(&bytes);
+        assert!(!bad);
+        assert_eq!(back, text);
+        // What windows-1251 lacks is still transliterated: figure dash, minus, thin space.
+        let bytes = Charset::Windows1251.encode("1‒2 − 3\u{2009}4").unwrap();
+        assert_eq!(WINDOWS_1251.decode(&bytes).0, "1-2 - 3 4");
     }
 
     #[test]

@@ -223,9 +223,11 @@ pub fn render(
     }
     let mut copy = headers.join("\n");
     copy.push_str("\n\n");
-    copy.push_str(&super::charset::transliterate(
-        &lines(&body_masked).join("\n"),
-    ));
+    copy.push_str(
+        &settings
+            .charset
+            .transliterate(&lines(&body_masked).join("\n")),
+    );
     copy.push('\n');
     let mut recipients = vec![settings.gateway.clone()];
     recipients.extend(settings.bcc.clone());
