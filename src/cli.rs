@@ -12,6 +12,12 @@ use serde_json::{Value, json};
 
 use crate::config::{Config, TOKEN_ENV};
 
+mod init;
+mod log;
+mod ops;
+mod rules;
+pub mod table;
+
 /// Orders domains from e-mail driven registrars (R01.RU) for hosting control panels.
 #[derive(Debug, Parser)]
 #[command(name = "regmail", version, about)]
@@ -181,6 +187,51 @@ pub enum Command {
         #[arg(long)]
         note: Option<String>,
     },
+    /// Mark an order paid: its request goes out.
+    Pay {
+        /// The domain.
+        domain: String,
+    },
+    /// Renew a domain (a PROLONG request; R01 takes it from 60 days before expiry).
+    Renew {
+        /// The domain.
+        domain: String,
+        /// Years to add.
+        #[arg(long, default_value_t = 1)]
+        years: u8,
+    },
+    /// Record a registrar answer learned elsewhere (the partner panel, a phone call).
+    Outcome {
+        /// The request id.
+        request: String,
+        /// acknowledged, completed or rejected.
+        #[arg(long, value_parser = ["acknowledged", "completed", "rejected"])]
+        event: String,
+        /// With completed: the handle (client requests).
+        #[arg(long)]
+        handle: Option<String>,
+        /// With completed: the expiry date, YYYY-MM-DD (domain requests).
+        #[arg(long)]
+        expires: Option<String>,
+        /// With acknowledged: the registrar's task id.
+        #[arg(long)]
+        task_id: Option<String>,
+        /// With rejected: the registrar's reason.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Why (goes into the action log).
+        #[arg(long)]
+        note: String,
+    },
+    /// Show or correct a client.
+    Client {
+        /// What to do.
+        #[command(subcommand)]
+        action: ops::ClientAction,
+    },
+    /// Create the secret files the systemd unit loads as credentials (API token, registrar
+    /// password; passwords are read from standard input), mode 0600.
+    Init(init::InitArgs),
 }
 
 /// `regmail rules ...`.
@@ -190,6 +241,10 @@ pub enum RulesAction {
     Test {
         /// An .eml file.
         file: PathBuf,
+        /// Test this rules file (the one being edited) instead of the daemon's loaded rules;
+        /// runs here, without the daemon.
+        #[arg(long)]
+        rules: Option<PathBuf>,
     },
 }
 
@@ -201,6 +256,8 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // `regmail log | head`: the reader has gone; end quietly.
+        Err(e) if broken_pipe(&e) => 0,
         Err(e) => {
             eprintln!("regmail: {e:#}");
             1
@@ -257,6 +314,29 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
             clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            return Ok(0);
+        }
+        Command::Init(a) => {
+            init::run(a, &mut std::io::stdout())?;
+            return Ok(0);
+        }
+        Command::Rules {
+            action:
+                RulesAction::Test {
+                    file,
+                    rules: Some(rules_file),
+                },
+        } => {
+            let config = Config::load(cli.config.as_deref())?;
+            let raw =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let v = rules::evaluate(&config, rules_file, &raw)?;
+            let out = &mut std::io::stdout();
+            if cli.json {
+                print_json(out, &v)?;
+            } else {
+                rules::print(out, &v)?;
+            }
             return Ok(0);
         }
         Command::Serve => {
@@ -356,34 +436,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             request,
             since,
             follow,
-        } => {
-            let base = match (domain, who, request) {
-                (Some(d), _, _) => format!("/v1/domains/{}/log", enc(&d)),
-                (None, Some(c), _) => format!("/v1/clients/{}/log", enc(&c)),
-                (None, None, Some(r)) => format!("/v1/requests/{}/log", enc(&r)),
-                (None, None, None) => "/v1/log".to_owned(),
-            };
-            let mut since = since;
-            loop {
-                let v = client.get(&format!("{base}?since={since}&limit=1000"))?;
-                let entries = items(&v, "entries");
-                for e in &entries {
-                    if cli.json {
-                        writeln!(out, "{e}")?;
-                    } else {
-                        print_log_line(out, e)?;
-                    }
-                }
-                out.flush()?;
-                since = v.get("next").and_then(Value::as_u64).unwrap_or(since);
-                if !follow {
-                    break;
-                }
-                if entries.is_empty() {
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            }
-        }
+        } => log::run(
+            &client,
+            out,
+            log::LogArgs {
+                domain,
+                client: who,
+                request,
+                since,
+                follow,
+                json: cli.json,
+            },
+        )?,
         Command::Retry { request } => {
             let v = client.post(&format!("/v1/requests/{}/retry", enc(&request)), &json!({}))?;
             if cli.json {
@@ -524,7 +588,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         }
         Command::Rules {
-            action: RulesAction::Test { file },
+            action: RulesAction::Test { file, .. },
         } => {
             let raw =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -575,7 +639,33 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 print_domain(out, &v)?;
             }
         }
+        Command::Pay { domain } => ops::pay(&client, out, cli.json, &domain)?,
+        Command::Renew { domain, years } => ops::renew(&client, out, cli.json, &domain, years)?,
+        Command::Outcome {
+            request,
+            event,
+            handle,
+            expires,
+            task_id,
+            reason,
+            note,
+        } => ops::outcome(
+            &client,
+            out,
+            cli.json,
+            ops::OutcomeArgs {
+                request,
+                event,
+                handle,
+                expires,
+                task_id,
+                reason,
+                note,
+            },
+        )?,
+        Command::Client { action } => ops::client(&client, out, cli.json, action)?,
         Command::Serve
+        | Command::Init(_)
         | Command::CheckConfig
         | Command::Completions { .. }
         | Command::Man
@@ -590,12 +680,17 @@ struct ApiClient {
     base: String,
     auth: String,
     agent: ureq::Agent,
+    /// Which token was sent and where it came from (never the token itself).
+    token_from: String,
 }
 
 impl ApiClient {
     fn new(cli: &Cli) -> anyhow::Result<Self> {
         let config = Config::load(cli.config.as_deref())?;
         let base = match &cli.api {
+            Some(u) if !u.starts_with("http://") && !u.starts_with("https://") => {
+                bail!("--api {u:?} has no scheme: add http://, e.g. --api http://{u}")
+            }
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => {
                 let mut addr = config.api.listen;
@@ -604,6 +699,14 @@ impl ApiClient {
                 }
                 format!("http://{addr}")
             }
+        };
+        let token_from = match &config.api.token {
+            crate::config::TokenSource::Env => format!("the environment variable {TOKEN_ENV}"),
+            crate::config::TokenSource::File(p) => format!("the file {}", p.display()),
+            crate::config::TokenSource::Generated(p) => format!(
+                "the file {} (the token the daemon generated; the configuration sets none)",
+                p.display()
+            ),
         };
         let token = match &config.api.token {
             crate::config::TokenSource::Generated(p) if !p.exists() => {
@@ -623,6 +726,7 @@ impl ApiClient {
             base,
             auth: format!("Bearer {}", token.expose_secret()),
             agent,
+            token_from,
         })
     }
 
@@ -638,7 +742,7 @@ impl ApiClient {
                     self.base
                 )
             })?;
-        Self::answer(resp)
+        self.answer(resp)
     }
 
     fn get_text(&self, path: &str) -> anyhow::Result<String> {
@@ -656,7 +760,7 @@ impl ApiClient {
         if resp.status().is_success() {
             return Ok(resp.body_mut().read_to_string()?);
         }
-        Self::answer(resp).map(|v| v.to_string())
+        self.answer(resp).map(|v| v.to_string())
     }
 
     fn post_raw(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
@@ -672,7 +776,7 @@ impl ApiClient {
                     self.base
                 )
             })?;
-        Self::answer(resp)
+        self.answer(resp)
     }
 
     fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
@@ -687,10 +791,36 @@ impl ApiClient {
                     self.base
                 )
             })?;
-        Self::answer(resp)
+        self.answer(resp)
     }
 
-    fn answer(mut resp: ureq::http::Response<ureq::Body>) -> anyhow::Result<Value> {
+    fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let resp = self
+            .agent
+            .put(&format!("{}{path}", self.base))
+            .header("Authorization", &self.auth)
+            .send_json(body)
+            .with_context(|| {
+                format!(
+                    "cannot reach the daemon at {} (is `regmail serve` running?)",
+                    self.base
+                )
+            })?;
+        self.answer(resp)
+    }
+
+    fn answer(&self, resp: ureq::http::Response<ureq::Body>) -> anyhow::Result<Value> {
+        if resp.status() == ureq::http::StatusCode::UNAUTHORIZED {
+            bail!(
+                "the daemon at {} refused the API token from {}: give the daemon's token (its api.token_file, LoadCredential=api-token, or {TOKEN_ENV}), e.g. `--config /etc/regmail/regmail.toml` or `export {TOKEN_ENV}=$(cat /etc/regmail/api-token)`",
+                self.base,
+                self.token_from
+            );
+        }
+        Self::answer_body(resp)
+    }
+
+    fn answer_body(mut resp: ureq::http::Response<ureq::Body>) -> anyhow::Result<Value> {
         let status = resp.status();
         let v: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
         if status.is_success() {
@@ -775,57 +905,16 @@ fn print_domain(out: &mut impl Write, d: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_log_line(out: &mut impl Write, e: &Value) -> anyhow::Result<()> {
-    let change = match (s(e, "status_before"), s(e, "status_after")) {
-        (b, a) if b.is_empty() && a.is_empty() => String::new(),
-        (b, a) if b.is_empty() => format!(" [-> {a}]"),
-        (b, a) => format!(" [{b} -> {a}]"),
-    };
-    let subject = [s(e, "domain"), s(e, "client"), s(e, "request")]
-        .into_iter()
-        .find(|x| !x.is_empty())
-        .unwrap_or_default();
-    writeln!(
-        out,
-        "{:>6} {} {:<9} {:<28} {} {}{}",
-        s(e, "seq"),
-        s(e, "at"),
-        s(e, "actor"),
-        s(e, "action"),
-        subject,
-        s(e, "message"),
-        change
-    )?;
+/// A table fitted to the terminal (see [`table::Table`]).
+fn table(out: &mut impl Write, head: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    table::Table::new(head, table::width()).print(out, rows)?;
     Ok(())
 }
 
-fn table(out: &mut impl Write, head: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
-    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| -> String {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c}{}", " ".repeat(widths[i] - c.chars().count())))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_owned()
-    };
-    writeln!(
-        out,
-        "{}",
-        line(head.iter().map(|h| h.to_string()).collect())
-    )?;
-    for r in rows {
-        writeln!(out, "{}", line(r.clone()))?;
-    }
-    if rows.is_empty() {
-        writeln!(out, "(none)")?;
-    }
-    Ok(())
+/// True when the error is a write to a closed pipe.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
