@@ -305,9 +305,14 @@ impl Config {
             },
             None => default_listen(),
         };
+        // The unit's credential wins over a file path: under DynamicUser the service cannot
+        // read a root-only /etc/regmail/api-token, while the CLI (run by root) can.
+        let token_file = r.path(&api, "api", "token_file", &base);
         let token = if std::env::var_os(TOKEN_ENV).is_some() {
             TokenSource::Env
-        } else if let Some(p) = r.path(&api, "api", "token_file", &base) {
+        } else if let Some(p) = credential(TOKEN_CREDENTIAL) {
+            TokenSource::File(p)
+        } else if let Some(p) = token_file {
             TokenSource::File(p)
         } else if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
             TokenSource::File(PathBuf::from(dir).join(TOKEN_CREDENTIAL))
@@ -394,13 +399,12 @@ impl Config {
             agreement: r
                 .string(&reg, "registrar", "agreement")
                 .unwrap_or_else(|| "RP/00/SANDBOX".into()),
-            password_file: r
-                .path(&reg, "registrar", "password_file", &base)
-                .or_else(|| {
-                    std::env::var_os("CREDENTIALS_DIRECTORY")
-                        .map(|d| PathBuf::from(d).join("registrar-password"))
-                        .filter(|p| p.exists())
-                }),
+            password_file: credential("registrar-password").or(r.path(
+                &reg,
+                "registrar",
+                "password_file",
+                &base,
+            )),
             pay_type: r.string(&reg, "registrar", "pay_type"),
             charset: r.string(&reg, "registrar", "charset"),
             subjects,
@@ -577,11 +581,12 @@ impl Config {
             tls_server_name: r.string(&sm, "smtp", "tls_server_name"),
             ca_file: r.path(&sm, "smtp", "ca_file", &base),
             username: r.string(&sm, "smtp", "username"),
-            password_file: r.path(&sm, "smtp", "password_file", &base).or_else(|| {
-                std::env::var_os("CREDENTIALS_DIRECTORY")
-                    .map(|d| PathBuf::from(d).join("smtp-password"))
-                    .filter(|p| p.exists())
-            }),
+            password_file: credential("smtp-password").or(r.path(
+                &sm,
+                "smtp",
+                "password_file",
+                &base,
+            )),
             timeout: r
                 .duration(&sm, "smtp", "timeout")
                 .unwrap_or(SignedDuration::from_secs(30)),
@@ -691,11 +696,12 @@ impl Config {
             tls_server_name: r.string(&im, "imap", "tls_server_name"),
             ca_file: r.path(&im, "imap", "ca_file", &base),
             username: r.string(&im, "imap", "username"),
-            password_file: r.path(&im, "imap", "password_file", &base).or_else(|| {
-                std::env::var_os("CREDENTIALS_DIRECTORY")
-                    .map(|d| PathBuf::from(d).join("imap-password"))
-                    .filter(|p| p.exists())
-            }),
+            password_file: credential("imap-password").or(r.path(
+                &im,
+                "imap",
+                "password_file",
+                &base,
+            )),
             mailbox: r
                 .string(&im, "imap", "mailbox")
                 .unwrap_or_else(|| "INBOX".into()),
@@ -936,6 +942,15 @@ impl Config {
             }
         }
     }
+}
+
+/// `$CREDENTIALS_DIRECTORY/<name>` when systemd handed that credential over
+/// (`LoadCredential=<name>:...`). It wins over the file path in the configuration: the unit's
+/// dynamic user cannot read the root-only original.
+pub fn credential(name: &str) -> Option<PathBuf> {
+    std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|d| PathBuf::from(d).join(name))
+        .filter(|p| p.exists())
 }
 
 fn default_listen() -> SocketAddr {

@@ -144,5 +144,12 @@ fn hint(client: &ApiClient, a: &LogArgs, e: anyhow::Error) -> anyhow::Error {
             "{d:?} is a client id, not a domain: run `regmail log --client {d}` ({e:#})"
         );
     }
+    if let Some(d) = &a.domain
+        && !d.contains('.')
+    {
+        return anyhow::anyhow!(
+            "{e:#}; for a client's log run `regmail log --client {d}`, for a request's `regmail log --request {d}`"
+        );
+    }
     e
 }
