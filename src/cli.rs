@@ -317,7 +317,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             return Ok(0);
         }
         Command::Init(a) => {
-            init::run(a, &mut std::io::stdout())?;
+            init::run(a, cli.config.as_deref(), &mut std::io::stdout())?;
             return Ok(0);
         }
         Command::Rules {

@@ -87,6 +87,9 @@ impl Report {
         });
     }
     fn warn(&mut self, key: &str, message: String) {
+        if self.findings.iter().any(|f| f.key == key) {
+            return;
+        }
         self.findings.push(Finding {
             severity: Severity::Warning,
             key: key.to_owned(),
@@ -258,6 +261,26 @@ fn is_sandbox_address(a: &str) -> bool {
 fn sandbox_warnings(config: &Config, r: &mut Report) {
     let raw = raw_table(config);
     let section = |name: &str| raw.get(name).and_then(toml::Value::as_table);
+    // The shipped R01 example's placeholders (systemd/regmail-r01.toml).
+    for (name, value) in &raw {
+        let Some(t) = value.as_table() else { continue };
+        for (k, v) in t {
+            let texts: Vec<&str> = match v {
+                toml::Value::String(x) => vec![x.as_str()],
+                toml::Value::Array(xs) => xs.iter().filter_map(toml::Value::as_str).collect(),
+                _ => continue,
+            };
+            if let Some(x) = texts
+                .iter()
+                .find(|x| x.to_ascii_uppercase().contains("CHANGE-ME") || x.contains("CHANGEME"))
+            {
+                r.warn(
+                    &format!("{name}.{k}"),
+                    format!("{x:?} is still the example's placeholder; put in your real value"),
+                );
+            }
+        }
+    }
     let reg = &config.registrar;
     for (key, value, what) in [
         (
@@ -274,7 +297,7 @@ fn sandbox_warnings(config: &Config, r: &mut Report) {
         if is_sandbox_address(value) {
             r.warn(
                 key,
-                format!("{value:?} is the sandbox's default address; {what}"),
+                format!("{value:?} is a sandbox (.invalid) address; {what}"),
             );
         }
     }

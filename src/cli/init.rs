@@ -11,9 +11,10 @@ use anyhow::{Context, bail};
 /// The options of `regmail init`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InitArgs {
-    /// Where the secret files go (the unit's LoadCredential= paths point there).
-    #[arg(long, default_value = "/etc/regmail")]
-    pub dir: PathBuf,
+    /// Where the secret files go (the unit's LoadCredential= paths point there); default: the
+    /// directory of `--config`, else /etc/regmail.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
     /// Create the API token only (scripts/install.sh does this; the passwords come later).
     #[arg(long)]
     pub token_only: bool,
@@ -23,6 +24,60 @@ pub struct InitArgs {
     /// Also read the IMAP password (the next line of standard input).
     #[arg(long)]
     pub imap_password: bool,
+    /// Instead of secrets, write a systemd drop-in for the unit: IPAddressAllow= for the
+    /// configured SMTP and IMAP servers (resolved now) and LoadCredential= for their passwords.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["token_only", "smtp_password", "imap_password"])]
+    pub unit_dropin: Option<PathBuf>,
+}
+
+/// The drop-in text for `config`: the unit denies every address but loopback
+/// (`IPAddressDeny=any`), so each mail server it talks to is listed (systemd.resource-control(5)).
+pub fn dropin(config: &crate::config::Config) -> anyhow::Result<String> {
+    use crate::config::{SourceConfig, TransportConfig};
+    use std::net::ToSocketAddrs;
+    let from = config
+        .source
+        .as_ref()
+        .map_or("embedded defaults".into(), |p| p.display().to_string());
+    let mut text = format!(
+        "# Written by `regmail init --unit-dropin` from {from}; run it again after changing a\n# mail server, then `systemctl daemon-reload && systemctl restart regmail`.\n[Service]\n"
+    );
+    let mut servers = Vec::new();
+    if config.outbound.transport == TransportConfig::Smtp {
+        servers.push((
+            "smtp",
+            &config.smtp.host,
+            config.smtp.port,
+            &config.smtp.password_file,
+        ));
+    }
+    if config.inbound.source == SourceConfig::Imap {
+        servers.push((
+            "imap",
+            &config.imap.host,
+            config.imap.port,
+            &config.imap.password_file,
+        ));
+    }
+    for (what, host, port, password) in servers {
+        let mut ips: Vec<std::net::IpAddr> = (host.as_str(), port)
+            .to_socket_addrs()
+            .with_context(|| {
+                format!("cannot resolve {what}.host {host:?}; write IPAddressAllow= by hand")
+            })?
+            .map(|a| a.ip())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        text.push_str(&format!("# {what}.host = {host}\n"));
+        for ip in ips {
+            text.push_str(&format!("IPAddressAllow={ip}\n"));
+        }
+        if let Some(p) = password {
+            text.push_str(&format!("LoadCredential={what}-password:{}\n", p.display()));
+        }
+    }
+    Ok(text)
 }
 
 /// Writes `content` to a new file with mode 0600 (refuses to overwrite).
@@ -62,10 +117,25 @@ fn read_line(
 }
 
 /// Runs `regmail init`; prints what it created or kept.
-pub fn run(a: &InitArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&a.dir)
-        .with_context(|| format!("cannot create {}", a.dir.display()))?;
-    let token = a.dir.join(crate::config::TOKEN_CREDENTIAL);
+pub fn run(a: &InitArgs, config: Option<&Path>, out: &mut impl Write) -> anyhow::Result<()> {
+    if let Some(path) = &a.unit_dropin {
+        let config = crate::config::Config::load(config)?;
+        let text = dropin(&config)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+        write!(out, "wrote {}:\n{text}", path.display())?;
+        return Ok(());
+    }
+    let dir = match (&a.dir, config.and_then(Path::parent)) {
+        (Some(d), _) => d.clone(),
+        (None, Some(p)) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        (None, _) => PathBuf::from("/etc/regmail"),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let token = dir.join(crate::config::TOKEN_CREDENTIAL);
     if token.exists() {
         writeln!(out, "kept    {} (exists)", token.display())?;
     } else {
@@ -93,7 +163,7 @@ pub fn run(a: &InitArgs, out: &mut impl Write) -> anyhow::Result<()> {
         wanted.push(("imap-password", "IMAP password of the callback mailbox"));
     }
     for (name, what) in wanted {
-        let path = a.dir.join(name);
+        let path = dir.join(name);
         if path.exists() {
             writeln!(out, "kept    {} (exists)", path.display())?;
             continue;
