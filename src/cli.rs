@@ -268,11 +268,12 @@ pub fn main() -> i32 {
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Command::CheckConfig => {
+            let out = &mut std::io::stdout();
             let config = match Config::load(cli.config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
                     for p in &e.0 {
-                        println!("error: {p}");
+                        writeln!(out, "error: {p}")?;
                     }
                     return Ok(1);
                 }
@@ -280,7 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             // Past the file's syntax: every check `serve` runs, the same function.
             let report = crate::preflight::check(&config);
             for f in &report.findings {
-                println!("{f}");
+                writeln!(out, "{f}")?;
             }
             let from = config
                 .source
@@ -288,13 +289,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .map_or("embedded defaults".into(), |p| p.display().to_string());
             let warnings = report.warnings().count();
             if report.ok() {
-                println!("configuration OK ({from}), {warnings} warning(s)");
+                writeln!(out, "configuration OK ({from}), {warnings} warning(s)")?;
                 return Ok(0);
             }
-            println!(
+            writeln!(
+                out,
                 "configuration has {} error(s) ({from}); serve would refuse to start",
                 report.errors().count()
-            );
+            )?;
             return Ok(1);
         }
         Command::Sandbox { sandbox_config } => {

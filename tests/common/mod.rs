@@ -547,6 +547,11 @@ impl Daemon {
         run_cli(&self.config_path, args)
     }
 
+    /// Runs the CLI against this daemon with extra environment variables.
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
+        run_cli_env(&self.config_path, args, env)
+    }
+
     /// The whole global log, paged through with `since`/`next`.
     pub fn full_log(&self) -> Vec<Value> {
         let mut out = Vec::new();
@@ -675,6 +680,11 @@ fn response_complete(buf: &[u8]) -> bool {
 
 /// Runs `regmail --config <config> <args>`.
 pub fn run_cli(config: &Path, args: &[&str]) -> CliOutput {
+    run_cli_env(config, args, &[])
+}
+
+/// Runs the CLI with extra environment variables (e.g. `COLUMNS`).
+pub fn run_cli_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
     let mut cmd = Command::new(BIN);
     if let Some(dir) = config.parent() {
         cmd.current_dir(dir);
@@ -682,6 +692,10 @@ pub fn run_cli(config: &Path, args: &[&str]) -> CliOutput {
     cmd.arg("--config").arg(config).args(args);
     for k in SCRUBBED_ENV {
         cmd.env_remove(k);
+    }
+    cmd.env_remove("COLUMNS");
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let out = cmd
         .stdin(Stdio::null())
