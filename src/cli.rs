@@ -479,17 +479,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Render { request, domain } => {
             let id = match (request, domain) {
                 (Some(r), _) => r,
-                (None, Some(d)) => {
-                    let v = client.get(&format!("/v1/domains/{}", enc(&d)))?;
-                    match v
-                        .get("open_request")
-                        .and_then(|r| r.get("id"))
-                        .and_then(Value::as_str)
-                    {
-                        Some(id) => id.to_owned(),
-                        None => bail!("{d} has no open request to render"),
-                    }
-                }
+                (None, Some(d)) => ops::request_of_domain(&client, &d)?,
                 (None, None) => bail!("give --request or --domain"),
             };
             let text = client.get_text(&format!("/v1/requests/{}/render", enc(&id)))?;

@@ -192,3 +192,37 @@ fn print_client(out: &mut impl Write, v: &Value) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The request `regmail render --domain D` shows: the domain's open request; while the domain
+/// waits for its client, the client's open request (the one that goes out first); else the
+/// domain's latest request. Says on stderr which one it took when it is not the domain's own.
+pub(super) fn request_of_domain(c: &ApiClient, domain: &str) -> anyhow::Result<String> {
+    let d = c.get(&format!("/v1/domains/{}", enc(domain)))?;
+    if let Some(id) = d["open_request"]["id"].as_str() {
+        return Ok(id.to_owned());
+    }
+    let client = s(&d, "client_id");
+    if !client.is_empty() {
+        let cv = c.get(&format!("/v1/clients/{}", enc(&client)))?;
+        if let Some(id) = cv["open_request"].as_str() {
+            eprintln!(
+                "{domain} waits for its client {client}: showing the client's open request {id}"
+            );
+            return Ok(id.to_owned());
+        }
+    }
+    let log = c.get(&format!("/v1/domains/{}/log?limit=1000", enc(domain)))?;
+    let last = super::items(&log, "entries")
+        .iter()
+        .rev()
+        .find_map(|e| e["request"].as_str().map(str::to_owned));
+    match last {
+        Some(id) => {
+            eprintln!("{domain} has no open request: showing its latest request {id}");
+            Ok(id)
+        }
+        None => {
+            bail!("{domain} has no request yet (an unpaid order waits for `regmail pay {domain}`)")
+        }
+    }
+}

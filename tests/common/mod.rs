@@ -53,6 +53,8 @@ pub struct Options {
     pub max_body_bytes: Option<usize>,
     /// The outbound transport.
     pub outbound: Outbound,
+    /// Extra TOML appended to the configuration (whole sections, e.g. `[registrar]\n...`).
+    pub extra: Option<String>,
 }
 
 impl Options {
@@ -201,6 +203,11 @@ pub fn write_config_named(dir: &Path, name: &str, port: u16, opts: &Options) -> 
         text.push_str(&format!(
             "\n[deadlines]\nclient_reply = \"{c}\"\ndomain_reply = \"{d}\"\nrenewal_reply = \"{r}\"\n"
         ));
+    }
+    if let Some(extra) = &opts.extra {
+        text.push('\n');
+        text.push_str(extra);
+        text.push('\n');
     }
     text.push_str("\n[log]\nfilter = \"info\"\n");
     let path = dir.join(name);

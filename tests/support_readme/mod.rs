@@ -64,6 +64,30 @@ pub fn sh_block(heading: &str) -> Vec<String> {
     out
 }
 
+/// The raw text of the first ```sh block after the heading that starts with `heading` (for a
+/// block whose commands span lines, run as one script).
+pub fn sh_block_text(heading: &str) -> String {
+    let text = readme();
+    let start = text
+        .lines()
+        .position(|l| l.starts_with('#') && l.trim_start_matches('#').trim().starts_with(heading))
+        .unwrap_or_else(|| panic!("README.md has no heading {heading:?}"));
+    let mut out = String::new();
+    let mut inside = false;
+    for l in text.lines().skip(start + 1) {
+        if !inside {
+            inside = l.trim() == "```sh";
+            continue;
+        }
+        if l.trim() == "```" {
+            return out;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    panic!("no closed ```sh block under {heading:?}");
+}
+
 /// Moves the absolute system paths of a command or file under `root`.
 pub fn rooted(text: &str, root: &Path) -> String {
     let r = root.display().to_string();
