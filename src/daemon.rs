@@ -30,7 +30,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The same checks as `regmail check-config`: refuse with every error, log every warning.
     let preflight = crate::preflight::check(&config);
     for w in preflight.warnings() {
-        tracing::warn!(key = %w.key, "configuration: {}", w.message);
+        tracing::warn!(target: "regmail::preflight", key = %w.key, "configuration: {}", w.message);
     }
     if !preflight.ok() {
         let errors: Vec<String> = preflight

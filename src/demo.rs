@@ -38,7 +38,8 @@ const AGREEMENT: &str = "RP/00/DEMO";
 pub fn main(dir: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     // regmail and the sandbox only speak up when something goes wrong; the tour prints the rest.
-    crate::logging::init_tracing("warn");
+    // The sandbox defaults are the point of the demo: no pre-flight warnings about them.
+    crate::logging::init_tracing("warn,regmail::preflight=error");
     let dir =
         std::path::absolute(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
     let reused = prepare(&dir)?;
