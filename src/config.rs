@@ -911,6 +911,28 @@ impl Config {
         })
     }
 
+    /// Every configured secret, for the redactor of stored-mail views (crate::redact): the
+    /// API token, the registrar, SMTP and IMAP passwords. Files that cannot be read are
+    /// skipped here (the component that uses them reports it).
+    pub fn secrets(&self) -> Vec<SecretString> {
+        let mut out = Vec::new();
+        if let Ok(t) = self.load_token() {
+            out.push(t);
+        }
+        for (p, key) in [
+            (&self.registrar.password_file, "registrar.password_file"),
+            (&self.smtp.password_file, "smtp.password_file"),
+            (&self.imap.password_file, "imap.password_file"),
+        ] {
+            if let Some(p) = p
+                && let Ok(s) = read_secret_file(p, key)
+            {
+                out.push(s);
+            }
+        }
+        out
+    }
+
     /// Reads the API token from its source. A generated token is created when missing.
     pub fn load_token(&self) -> Result<SecretString, String> {
         match &self.api.token {

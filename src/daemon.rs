@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use tokio::sync::{Notify, watch};
 
 use crate::api::{self, AppState};
@@ -113,6 +114,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     app.health = health.clone();
     app.source_health = Some(source_health.clone());
     app.source_poll = intake_poll;
+    app.redactor = Arc::new(crate::redact::Redactor::new(
+        config
+            .secrets()
+            .iter()
+            .map(|s| s.expose_secret().to_owned()),
+    ));
     let state = Arc::new(app);
     drop(token);
 

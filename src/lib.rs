@@ -12,6 +12,7 @@ pub mod idsource;
 pub mod inbound;
 pub mod logging;
 pub mod outbound;
+pub mod redact;
 pub mod reload;
 pub mod sandbox;
 pub mod scheduler;

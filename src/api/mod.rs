@@ -60,6 +60,8 @@ pub struct AppState {
     pub source_health: Option<Arc<crate::inbound::source::SourceHealth>>,
     /// How often the reply source should succeed (readiness allows three misses).
     pub source_poll: std::time::Duration,
+    /// Masks the configured secrets in every view of stored mail.
+    pub redactor: Arc<crate::redact::Redactor>,
 }
 
 impl AppState {
@@ -83,6 +85,7 @@ impl AppState {
             health: Arc::default(),
             source_health: None,
             source_poll: std::time::Duration::from_secs(60),
+            redactor: Arc::new(crate::redact::Redactor::new([token.expose_secret()])),
         }
     }
 }
