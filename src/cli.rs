@@ -202,6 +202,8 @@ pub fn main() -> i32 {
     // One TLS provider for the whole process (dependency-notes: rustls panics at run time if
     // two are compiled in and none was chosen).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Every file regmail writes is private to its user, whatever umask it was started with.
+    crate::files::private_umask();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -977,7 +977,22 @@ fn check_token(token: &str, source: &str) -> Result<SecretString, String> {
 }
 
 /// Reads a secret from a file (trailing white space dropped; the content is never shown).
+/// A file that others can read (mode o+r) or write is refused: the secret is already out.
 pub fn read_secret_file(path: &Path, key: &str) -> Result<SecretString, String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o006 != 0 {
+            return Err(format!(
+                "{key}: {} can be read or written by others (mode {mode:04o}); make it private: chmod 600 {}",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
     let t = text.trim_end_matches(['\r', '\n']);
@@ -1152,6 +1167,25 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "{k} not reported in {keys:?}");
         }
+    }
+
+    #[test]
+    fn a_secret_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pw");
+        std::fs::write(&p, "hunter2-secret\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_secret_file(&p, "registrar.password_file").unwrap_err();
+        assert!(
+            e.contains("registrar.password_file") && e.contains("0644"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(read_secret_file(&p, "k").is_ok());
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(read_secret_file(&p, "k").is_ok());
     }
 
     #[test]

@@ -37,6 +37,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot create the store directory {}", parent.display()))?;
     }
     let store = tokio::task::spawn_blocking(move || Store::open(&path, cache)).await??;
+    // A store or outbox made before the umask was set (an older version, a copy by hand) is
+    // made private too: sled's files included.
+    crate::files::make_private(&config.store.path)
+        .with_context(|| format!("cannot make {} private", config.store.path.display()))?;
+    if let crate::config::TransportConfig::Dir(d) = &config.outbound.transport {
+        crate::files::make_private(d)
+            .with_context(|| format!("cannot make {} private", d.display()))?;
+    }
     let store = Arc::new(store);
     let token = config.load_token().map_err(anyhow::Error::msg)?;
     let setup = config.outbound_setup().map_err(anyhow::Error::msg)?;

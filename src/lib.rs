@@ -7,6 +7,7 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod demo;
+pub mod files;
 pub mod health;
 pub mod idsource;
 pub mod inbound;

@@ -710,6 +710,22 @@ impl Drop for Daemon {
     }
 }
 
+/// Writes a secret file private to the user (0600), as regmail requires of every secret file
+/// it reads (`read_secret_file` refuses one that others can read).
+pub fn write_secret(path: &Path, content: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("write secret file {}: {e}", path.display()));
+    f.write_all(content.as_bytes()).expect("write secret");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
+
 /// Reads a file to a string (empty when missing).
 pub fn read(path: &Path) -> String {
     let mut s = String::new();
