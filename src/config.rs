@@ -65,6 +65,14 @@ pub struct ApiConfig {
     pub token: TokenSource,
     /// Largest request body accepted; larger is 413.
     pub max_body_bytes: usize,
+    /// Most API connections open at once (default 512); never more than the descriptor limit
+    /// leaves room for (crate::api::server). Past it, the oldest idle connection is closed.
+    pub max_connections: usize,
+    /// A client must send a request's whole header within this (default 10 s).
+    pub header_read_timeout: SignedDuration,
+    /// A connection with no traffic and no request in progress is closed after this
+    /// (default 60 s).
+    pub idle_timeout: SignedDuration,
 }
 
 /// `[registrar]`: the registrar, its profile, and everything HSPcomplete's R01 plug-in had.
@@ -124,6 +132,9 @@ pub struct InboundConfig {
     pub max_nesting: usize,
     /// How often the Maildir is read.
     pub poll_interval: SignedDuration,
+    /// Raw bytes of settled messages older than this many days are deleted by the scheduler
+    /// (default 90; 0 keeps them forever); the record and the decision stay.
+    pub keep_raw_days: u32,
 }
 
 /// `[imap]`: the callback mailbox.
@@ -291,7 +302,18 @@ impl Config {
                 .unwrap_or(64),
         };
 
-        let api = r.section(&root, "api", &["listen", "token_file", "max_body_bytes"]);
+        let api = r.section(
+            &root,
+            "api",
+            &[
+                "listen",
+                "token_file",
+                "max_body_bytes",
+                "max_connections",
+                "header_read_timeout",
+                "idle_timeout",
+            ],
+        );
         let listen = match r.string(&api, "api", "listen") {
             Some(s) => match s.parse::<SocketAddr>() {
                 Ok(a) => a,
@@ -325,6 +347,15 @@ impl Config {
             max_body_bytes: r
                 .int(&api, "api", "max_body_bytes", 1024, 16 << 20)
                 .unwrap_or(64 * 1024) as usize,
+            max_connections: r
+                .int(&api, "api", "max_connections", 1, 1 << 20)
+                .unwrap_or(512) as usize,
+            header_read_timeout: r
+                .duration(&api, "api", "header_read_timeout")
+                .unwrap_or(SignedDuration::from_secs(10)),
+            idle_timeout: r
+                .duration(&api, "api", "idle_timeout")
+                .unwrap_or(SignedDuration::from_secs(60)),
         };
 
         let reg = r.section(
@@ -608,6 +639,7 @@ impl Config {
                 "max_message_bytes",
                 "max_nesting",
                 "poll_interval",
+                "keep_raw_days",
             ],
         );
         let reply_source = match r.string(&ib, "inbound", "source").as_deref() {
@@ -630,6 +662,9 @@ impl Config {
                 .int(&ib, "inbound", "max_message_bytes", 1024, 1 << 30)
                 .unwrap_or(10 << 20),
             max_nesting: r.int(&ib, "inbound", "max_nesting", 1, 100).unwrap_or(20) as usize,
+            keep_raw_days: r
+                .int(&ib, "inbound", "keep_raw_days", 0, 100_000)
+                .unwrap_or(90) as u32,
             poll_interval: r
                 .duration(&ib, "inbound", "poll_interval")
                 .unwrap_or(SignedDuration::from_secs(1)),

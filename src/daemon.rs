@@ -28,6 +28,13 @@ fn duration(d: jiff::SignedDuration, default: Duration) -> Duration {
 
 /// Runs the daemon until a stop signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Room for the API's connection cap below the descriptor limit (crate::api::server).
+    let nofile = crate::files::raise_nofile_limit();
+    let api_limits = api::server::ServerLimits {
+        max_connections: api::server::connection_cap(config.api.max_connections, nofile),
+        header_read_timeout: duration(config.api.header_read_timeout, Duration::from_secs(10)),
+        idle_timeout: duration(config.api.idle_timeout, Duration::from_secs(60)),
+    };
     let path = config.store.path.clone();
     let cache = config.store.cache_capacity_mb << 20;
     if let Some(parent) = path.parent()
@@ -42,8 +49,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     crate::files::make_private(&config.store.path)
         .with_context(|| format!("cannot make {} private", config.store.path.display()))?;
     if let crate::config::TransportConfig::Dir(d) = &config.outbound.transport {
-        crate::files::make_private(d)
-            .with_context(|| format!("cannot make {} private", d.display()))?;
+        // The outbox worker reports a directory it cannot use; here only a warning.
+        if let Err(e) = crate::files::make_private(d) {
+            tracing::warn!(dir = %d.display(), error = %e, "cannot make the outbox directory private");
+        }
     }
     let store = Arc::new(store);
     let token = config.load_token().map_err(anyhow::Error::msg)?;
@@ -209,14 +218,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store = %config.store.path.display(),
         transport = transport_name,
         source = %source_name,
+        descriptors = nofile,
+        max_connections = api_limits.max_connections,
         config = %config.source.as_ref().map_or_else(|| "embedded defaults".to_owned(), |p| p.display().to_string()),
         "regmail is serving"
     );
-    let mut stop_for_api = stop_rx.clone();
-    let serve = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
-        let _ = stop_for_api.wait_for(|s| *s).await;
-    });
-    let server = tokio::spawn(async move { serve.await });
+    let server = tokio::spawn(api::server::serve(
+        listener,
+        api::router(state),
+        api_limits,
+        stop_rx.clone(),
+    ));
     let pinger = tokio::spawn(api_pinger(config.api.listen, api_beat, stop_rx.clone()));
     // systemd: READY=1 now that the store is open and the API listens (sd_notify(3)).
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

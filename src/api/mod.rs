@@ -5,6 +5,7 @@ pub mod error;
 pub mod inbound;
 pub mod input;
 pub mod ops;
+pub mod server;
 pub mod views;
 
 use std::collections::HashMap;
