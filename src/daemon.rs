@@ -149,6 +149,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         scheduler_beat,
         stop_rx.clone(),
     ));
+    let retention = tokio::spawn(scheduler::run_retention(
+        store.clone(),
+        policy.clone(),
+        config.inbound.keep_raw_days,
+        stop_rx.clone(),
+    ));
     let backoff = Backoff {
         initial: duration(config.outbound.retry_initial, Duration::from_secs(5)),
         max: duration(config.outbound.retry_max, Duration::from_secs(600)),
@@ -240,6 +246,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     let _ = sched.await;
+    let _ = retention.await;
     let _ = pinger.await;
     let _ = notifier.await;
     // The workers finish the message in hand; a bound keeps shutdown bounded.
