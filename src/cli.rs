@@ -113,10 +113,14 @@ pub enum Command {
         #[arg(long, default_value = "Unmatched")]
         state: String,
     },
-    /// Show one inbound message: its record and raw text.
+    /// Show one inbound message: its record, the headers that matter and the decoded text
+    /// (charset and transfer encoding undone, secrets masked).
     Message {
         /// The message key (from `regmail inbox`).
         key: String,
+        /// Print the message's exact bytes instead (secrets still masked, in every encoding).
+        #[arg(long)]
+        raw: bool,
     },
     /// Tie an unmatched message to a request.
     Assign {
@@ -253,6 +257,8 @@ pub fn main() -> i32 {
     // One TLS provider for the whole process (dependency-notes: rustls panics at run time if
     // two are compiled in and none was chosen).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Every file regmail writes is private to its user, whatever umask it was started with.
+    crate::files::private_umask();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -510,26 +516,29 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 table(out, &["KEY", "STATE", "FROM", "SUBJECT", "REASON"], &rows)?;
             }
         }
-        Command::Message { key } => {
-            let v = client.get(&format!("/v1/inbox/message?key={}", enc(&key)))?;
+        Command::Message { key, raw } => {
+            let q = if raw { "&raw=1" } else { "" };
+            let v = client.get(&format!("/v1/inbox/message?key={}{q}", enc(&key)))?;
             if cli.json {
                 print_json(out, &v)?;
+            } else if raw {
+                let bytes = crate::redact::base64_decode(s(&v, "raw_base64").as_bytes())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("the daemon sent raw_base64 that is not base64")
+                    })?;
+                out.write_all(&bytes)?;
             } else {
                 let m = &v["message"];
-                for k in [
-                    "key",
-                    "state",
-                    "reason",
-                    "from",
-                    "subject",
-                    "message_id",
-                    "request",
-                    "rule",
-                    "received",
-                ] {
+                for k in ["key", "state", "reason", "request", "rule", "received"] {
                     writeln!(out, "{k:<11} {}", s(m, k))?;
                 }
-                writeln!(out, "\n{}", s(&v, "raw"))?;
+                writeln!(out)?;
+                for h in items(&v, "headers") {
+                    let name = h.get(0).and_then(Value::as_str).unwrap_or_default();
+                    let value = h.get(1).and_then(Value::as_str).unwrap_or_default();
+                    writeln!(out, "{name}: {value}")?;
+                }
+                writeln!(out, "\n{}", s(&v, "text"))?;
             }
         }
         Command::Assign {

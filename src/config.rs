@@ -65,6 +65,14 @@ pub struct ApiConfig {
     pub token: TokenSource,
     /// Largest request body accepted; larger is 413.
     pub max_body_bytes: usize,
+    /// Most API connections open at once (default 512); never more than the descriptor limit
+    /// leaves room for (crate::api::server). Past it, the oldest idle connection is closed.
+    pub max_connections: usize,
+    /// A client must send a request's whole header within this (default 10 s).
+    pub header_read_timeout: SignedDuration,
+    /// A connection with no traffic and no request in progress is closed after this
+    /// (default 60 s).
+    pub idle_timeout: SignedDuration,
 }
 
 /// `[registrar]`: the registrar, its profile, and everything HSPcomplete's R01 plug-in had.
@@ -124,6 +132,9 @@ pub struct InboundConfig {
     pub max_nesting: usize,
     /// How often the Maildir is read.
     pub poll_interval: SignedDuration,
+    /// Raw bytes of settled messages older than this many days are deleted by the scheduler
+    /// (default 90; 0 keeps them forever); the record and the decision stay.
+    pub keep_raw_days: u32,
 }
 
 /// `[imap]`: the callback mailbox.
@@ -291,7 +302,18 @@ impl Config {
                 .unwrap_or(64),
         };
 
-        let api = r.section(&root, "api", &["listen", "token_file", "max_body_bytes"]);
+        let api = r.section(
+            &root,
+            "api",
+            &[
+                "listen",
+                "token_file",
+                "max_body_bytes",
+                "max_connections",
+                "header_read_timeout",
+                "idle_timeout",
+            ],
+        );
         let listen = match r.string(&api, "api", "listen") {
             Some(s) => match s.parse::<SocketAddr>() {
                 Ok(a) => a,
@@ -330,6 +352,15 @@ impl Config {
             max_body_bytes: r
                 .int(&api, "api", "max_body_bytes", 1024, 16 << 20)
                 .unwrap_or(64 * 1024) as usize,
+            max_connections: r
+                .int(&api, "api", "max_connections", 1, 1 << 20)
+                .unwrap_or(512) as usize,
+            header_read_timeout: r
+                .duration(&api, "api", "header_read_timeout")
+                .unwrap_or(SignedDuration::from_secs(10)),
+            idle_timeout: r
+                .duration(&api, "api", "idle_timeout")
+                .unwrap_or(SignedDuration::from_secs(60)),
         };
 
         let reg = r.section(
@@ -613,6 +644,7 @@ impl Config {
                 "max_message_bytes",
                 "max_nesting",
                 "poll_interval",
+                "keep_raw_days",
             ],
         );
         let reply_source = match r.string(&ib, "inbound", "source").as_deref() {
@@ -635,6 +667,9 @@ impl Config {
                 .int(&ib, "inbound", "max_message_bytes", 1024, 1 << 30)
                 .unwrap_or(10 << 20),
             max_nesting: r.int(&ib, "inbound", "max_nesting", 1, 100).unwrap_or(20) as usize,
+            keep_raw_days: r
+                .int(&ib, "inbound", "keep_raw_days", 0, 100_000)
+                .unwrap_or(90) as u32,
             poll_interval: r
                 .duration(&ib, "inbound", "poll_interval")
                 .unwrap_or(SignedDuration::from_secs(1)),
@@ -917,6 +952,28 @@ impl Config {
         })
     }
 
+    /// Every configured secret, for the redactor of stored-mail views (crate::redact): the
+    /// API token, the registrar, SMTP and IMAP passwords. Files that cannot be read are
+    /// skipped here (the component that uses them reports it).
+    pub fn secrets(&self) -> Vec<SecretString> {
+        let mut out = Vec::new();
+        if let Ok(t) = self.load_token() {
+            out.push(t);
+        }
+        for (p, key) in [
+            (&self.registrar.password_file, "registrar.password_file"),
+            (&self.smtp.password_file, "smtp.password_file"),
+            (&self.imap.password_file, "imap.password_file"),
+        ] {
+            if let Some(p) = p
+                && let Ok(s) = read_secret_file(p, key)
+            {
+                out.push(s);
+            }
+        }
+        out
+    }
+
     /// Reads the API token from its source. A generated token is created when missing.
     pub fn load_token(&self) -> Result<SecretString, String> {
         match &self.api.token {
@@ -970,7 +1027,22 @@ fn check_token(token: &str, source: &str) -> Result<SecretString, String> {
 }
 
 /// Reads a secret from a file (trailing white space dropped; the content is never shown).
+/// A file that others can read (mode o+r) or write is refused: the secret is already out.
 pub fn read_secret_file(path: &Path, key: &str) -> Result<SecretString, String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o006 != 0 {
+            return Err(format!(
+                "{key}: {} can be read or written by others (mode {mode:04o}); make it private: chmod 600 {}",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{key}: cannot read {}: {e}", path.display()))?;
     let t = text.trim_end_matches(['\r', '\n']);
@@ -1145,6 +1217,25 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "{k} not reported in {keys:?}");
         }
+    }
+
+    #[test]
+    fn a_secret_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pw");
+        std::fs::write(&p, "hunter2-secret\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_secret_file(&p, "registrar.password_file").unwrap_err();
+        assert!(
+            e.contains("registrar.password_file") && e.contains("0644"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(read_secret_file(&p, "k").is_ok());
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(read_secret_file(&p, "k").is_ok());
     }
 
     #[test]

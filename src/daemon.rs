@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use tokio::sync::{Notify, watch};
 
 use crate::api::{self, AppState};
@@ -42,6 +43,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             errors.join("\n")
         );
     }
+    // Room for the API's connection cap below the descriptor limit (crate::api::server).
+    let nofile = crate::files::raise_nofile_limit();
+    let api_limits = api::server::ServerLimits {
+        max_connections: api::server::connection_cap(config.api.max_connections, nofile),
+        header_read_timeout: duration(config.api.header_read_timeout, Duration::from_secs(10)),
+        idle_timeout: duration(config.api.idle_timeout, Duration::from_secs(60)),
+    };
     let path = config.store.path.clone();
     let cache = config.store.cache_capacity_mb << 20;
     if let Some(parent) = path.parent()
@@ -51,6 +59,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot create the store directory {}", parent.display()))?;
     }
     let store = tokio::task::spawn_blocking(move || Store::open(&path, cache)).await??;
+    // A store or outbox made before the umask was set (an older version, a copy by hand) is
+    // made private too: sled's files included.
+    crate::files::make_private(&config.store.path)
+        .with_context(|| format!("cannot make {} private", config.store.path.display()))?;
+    if let crate::config::TransportConfig::Dir(d) = &config.outbound.transport {
+        // The outbox worker reports a directory it cannot use; here only a warning.
+        if let Err(e) = crate::files::make_private(d) {
+            tracing::warn!(dir = %d.display(), error = %e, "cannot make the outbox directory private");
+        }
+    }
     let store = Arc::new(store);
     let token = config.load_token().map_err(anyhow::Error::msg)?;
     let setup = config.outbound_setup().map_err(anyhow::Error::msg)?;
@@ -128,6 +146,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     app.health = health.clone();
     app.source_health = Some(source_health.clone());
     app.source_poll = intake_poll;
+    app.redactor = Arc::new(crate::redact::Redactor::new(
+        config
+            .secrets()
+            .iter()
+            .map(|s| s.expose_secret().to_owned()),
+    ));
     let state = Arc::new(app);
     drop(token);
 
@@ -138,6 +162,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Duration::from_secs(1),
         config.auto_renew,
         scheduler_beat,
+        stop_rx.clone(),
+    ));
+    let retention = tokio::spawn(scheduler::run_retention(
+        store.clone(),
+        policy.clone(),
+        config.inbound.keep_raw_days,
         stop_rx.clone(),
     ));
     let backoff = Backoff {
@@ -209,14 +239,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store = %config.store.path.display(),
         transport = transport_name,
         source = %source_name,
+        descriptors = nofile,
+        max_connections = api_limits.max_connections,
         config = %config.source.as_ref().map_or_else(|| "embedded defaults".to_owned(), |p| p.display().to_string()),
         "regmail is serving"
     );
-    let mut stop_for_api = stop_rx.clone();
-    let serve = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
-        let _ = stop_for_api.wait_for(|s| *s).await;
-    });
-    let server = tokio::spawn(async move { serve.await });
+    let server = tokio::spawn(api::server::serve(
+        listener,
+        api::router(state),
+        api_limits,
+        stop_rx.clone(),
+    ));
     let pinger = tokio::spawn(api_pinger(config.api.listen, api_beat, stop_rx.clone()));
     // systemd: READY=1 now that the store is open and the API listens (sd_notify(3)).
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -228,6 +261,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     let _ = sched.await;
+    let _ = retention.await;
     let _ = pinger.await;
     let _ = notifier.await;
     // The workers finish the message in hand; a bound keeps shutdown bounded.

@@ -12,6 +12,12 @@ pub fn init_tracing(filter: &str) {
         Ok(d) => filter.add_directive(d),
         Err(_) => filter,
     };
+    // sled traces every key and batch it writes (stored messages, with whatever secret a reply
+    // quoted), hyper traces raw request bytes: never below debug for them either.
+    let filter = ["sled=debug", "hyper=debug", "hyper_util=debug"]
+        .iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, |f, d| f.add_directive(d));
     use std::io::IsTerminal;
     // Under systemd (JOURNAL_STREAM set, systemd.exec(5)) log with native journald fields;
     // otherwise plain text on stderr. Never both.

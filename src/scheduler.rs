@@ -134,6 +134,103 @@ pub async fn run(
     }
 }
 
+/// The retention policy for raw messages (`[inbound] keep_raw_days`): deletes the raw bytes
+/// of settled messages received more than `keep_days` days before `now` (Pending and
+/// Unmatched ones are kept: they still wait for someone). For each, the decision and its
+/// evidence (key, Message-ID, SHA-256, size, received, state) go to the action log first, in
+/// one transaction with the record's `raw_removed`; the bytes are deleted after. `keep_days`
+/// 0 keeps everything. Returns how many were deleted.
+pub fn sweep_raw(store: &Store, policy: &Policy, now: Timestamp, keep_days: u32) -> usize {
+    if keep_days == 0 {
+        return 0;
+    }
+    let Ok(before) = now.checked_sub(jiff::SignedDuration::from_hours(24 * i64::from(keep_days)))
+    else {
+        return 0;
+    };
+    let expired = match store.raw_expired(before, 1000) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "reading messages for the retention sweep failed");
+            return 0;
+        }
+    };
+    let mut removed = 0;
+    for m in expired {
+        let mut rec = m.clone();
+        rec.raw_removed = Some(now);
+        let log = crate::core::LogDraft {
+            at: now,
+            actor: Actor::Scheduler,
+            action: "mail.raw_removed".into(),
+            message: format!(
+                "message {}: raw bytes ({} octets, SHA-256 {}) deleted: received {}, more than {keep_days} days ago, and settled as {}; the record stays",
+                m.key,
+                m.size,
+                m.sha256,
+                m.received,
+                m.state.as_str()
+            ),
+            domain: None,
+            client: None,
+            request: m.request,
+            status_before: Some(m.state.as_str().to_owned()),
+            status_after: Some(m.state.as_str().to_owned()),
+            evidence: crate::core::Evidence {
+                message_id: m.message_id.clone(),
+                ..crate::core::Evidence::default()
+            },
+        };
+        let mut extra = |_: &crate::core::Transition| crate::store::Extra {
+            inbox: vec![(
+                rec.key.as_bytes().to_vec(),
+                crate::store::encode_value(&rec),
+            )],
+            log: vec![log.clone()],
+            ..crate::store::Extra::default()
+        };
+        let mut ids = UuidIds;
+        let mut ctx = Ctx {
+            now,
+            ids: &mut ids,
+            policy,
+        };
+        if let Err(e) = store.apply_with(None, &mut ctx, &mut extra) {
+            tracing::error!(key = %m.key, error = %e, "logging a raw-message deletion failed; kept");
+            continue;
+        }
+        match store.remove_raw(&m.key) {
+            Ok(()) => removed += 1,
+            Err(e) => tracing::error!(key = %m.key, error = %e, "deleting raw bytes failed"),
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, keep_days, "retention: raw messages deleted");
+    }
+    removed
+}
+
+/// Runs [`sweep_raw`] once an hour (and once at start) until `stop`.
+pub async fn run_retention(
+    store: Arc<Store>,
+    policy: Policy,
+    keep_days: u32,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (s, p) = (store.clone(), policy.clone());
+        let _ = tokio::task::spawn_blocking(move || sweep_raw(&s, &p, Timestamp::now(), keep_days))
+            .await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +391,77 @@ mod tests {
         assert!(
             log.iter()
                 .any(|e| e.entry.action == "domain.renewing" && e.entry.actor == Actor::Scheduler)
+        );
+    }
+
+    #[test]
+    fn raw_messages_past_the_retention_are_deleted_with_the_decision_logged() {
+        use crate::store::inbox::InboxState;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s"), 1 << 20).expect("open");
+        let policy = Policy::default();
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().expect("t0");
+        for (key, state) in [
+            ("maildir/applied", InboxState::Applied),
+            ("maildir/unmatched", InboxState::Unmatched),
+        ] {
+            store
+                .receive(
+                    key,
+                    format!("Subject: {key}\r\n\r\nbody\r\n").as_bytes(),
+                    t0,
+                )
+                .expect("receive");
+            let mut rec = store.inbox_message(key).expect("read").expect("record");
+            rec.state = state;
+            rec.settled = Some(t0);
+            let mut extra = |_: &crate::core::Transition| crate::store::Extra {
+                inbox: vec![(key.as_bytes().to_vec(), crate::store::encode_value(&rec))],
+                ..crate::store::Extra::default()
+            };
+            let mut ids = Ids(0);
+            let mut ctx = Ctx {
+                now: t0,
+                ids: &mut ids,
+                policy: &policy,
+            };
+            store
+                .apply_with(None, &mut ctx, &mut extra)
+                .expect("settle");
+        }
+        let day = jiff::SignedDuration::from_hours(24);
+        // The clock is moved, never waited for.
+        assert_eq!(sweep_raw(&store, &policy, t0 + day * 89, 90), 0);
+        assert_eq!(
+            sweep_raw(&store, &policy, t0 + day * 91, 0),
+            0,
+            "0 keeps all"
+        );
+        assert_eq!(sweep_raw(&store, &policy, t0 + day * 91, 90), 1);
+        assert!(store.raw_message("maildir/applied").expect("raw").is_none());
+        assert!(
+            store
+                .raw_message("maildir/unmatched")
+                .expect("raw")
+                .is_some(),
+            "an unmatched message waits for an operator: kept"
+        );
+        let rec = store
+            .inbox_message("maildir/applied")
+            .expect("read")
+            .expect("the record stays");
+        assert_eq!(rec.raw_removed, Some(t0 + day * 91));
+        let log = store.log_since(0, 100).expect("log");
+        let e = log
+            .iter()
+            .find(|e| e.entry.action == "mail.raw_removed")
+            .expect("the decision is logged");
+        assert!(e.entry.message.contains(&rec.sha256), "{}", e.entry.message);
+        assert!(e.entry.message.contains("90 days"), "{}", e.entry.message);
+        assert_eq!(
+            sweep_raw(&store, &policy, t0 + day * 200, 90),
+            0,
+            "done once"
         );
     }
 }

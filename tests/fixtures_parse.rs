@@ -119,6 +119,7 @@ impl Pipeline {
                 max_size: m.limits.max_size,
                 max_depth: m.limits.max_depth,
                 max_containers: m.limits.max_containers,
+                ..ParseLimits::default()
             },
             fallback: encoding_rs::Encoding::for_label(m.context.fallback_charset.as_bytes())
                 .expect("a known fallback charset"),

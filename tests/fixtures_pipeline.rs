@@ -275,6 +275,7 @@ fn every_fixture_ends_as_the_manifest_says_through_the_real_intake() {
             max_containers: limits["max_containers"]
                 .as_integer()
                 .expect("max_containers") as usize,
+            ..ParseLimits::default()
         },
         fallback: encoding_rs::KOI8_R,
         outbox_wake: None,

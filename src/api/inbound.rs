@@ -88,15 +88,27 @@ fn find(state: &AppState, key: &str) -> Result<InboxMessage, ApiError> {
         .ok_or_else(|| ApiError::not_found("key", format!("no stored message {key:?}")))
 }
 
-/// `GET /v1/inbox/message?key=K`: one record and its raw text.
+/// `GET /v1/inbox/message?key=K[&raw=1]`: one record, the headers that matter and the decoded
+/// body text, every configured secret masked (crate::redact). The raw bytes come only when
+/// asked for with `raw=1`, as `raw_base64`, and are masked too, in every encoding.
 pub async fn show(
     State(state): Shared,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    for k in q.keys() {
+        if k != "key" && k != "raw" {
+            return Err(ApiError::invalid(k.clone(), "unknown query parameter"));
+        }
+    }
     let key = q
         .get("key")
         .cloned()
         .ok_or_else(|| ApiError::invalid("key", "is required"))?;
+    let want_raw = match q.get("raw").map(String::as_str) {
+        None | Some("0") | Some("false") => false,
+        Some("1") | Some("true") => true,
+        Some(_) => return Err(ApiError::invalid("raw", "expected 1 or 0")),
+    };
     blocking(move || {
         let m = find(&state, &key)?;
         let raw = state
@@ -104,27 +116,42 @@ pub async fn show(
             .raw_message(&key)
             .map_err(ApiError::from_store)?
             .unwrap_or_default();
-        Ok(Json(
-            json!({ "message": m, "raw": mask_passwords(&String::from_utf8_lossy(&raw)) }),
-        ))
+        Ok(Json(view_json(&state, &m, &raw, want_raw)))
     })
     .await
 }
 
-/// Replies and bounces may quote our request, password line included: shown masked.
-fn mask_passwords(text: &str) -> String {
-    text.lines()
-        .map(|l| {
-            let t = l.trim_start_matches(|c: char| c == '>' || c.is_whitespace());
-            if t.len() >= 9 && t.is_char_boundary(9) && t[..9].eq_ignore_ascii_case("password:") {
-                let indent = &l[..l.len() - t.len()];
-                format!("{indent}password: {}", crate::outbound::PASSWORD_MASK)
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+/// The answer of [`show`]: decoded and masked; `raw_base64` only when `want_raw`.
+fn view_json(state: &AppState, m: &InboxMessage, raw: &[u8], want_raw: bool) -> Value {
+    let (limits, fallback) = match &state.intake {
+        Some(i) => (i.limits, i.fallback),
+        None => (
+            crate::inbound::parse::ParseLimits::default(),
+            state.charset.encoding(),
+        ),
+    };
+    let red = &state.redactor;
+    let view = crate::inbound::parse::view(raw, &limits, fallback);
+    let headers: Vec<[String; 2]> = view
+        .headers
+        .iter()
+        .map(|(n, v)| [n.clone(), red.text(v)])
+        .collect();
+    let mut record = serde_json::to_value(m).unwrap_or(Value::Null);
+    // The record's subject and sender come from the message too.
+    for f in ["subject", "from", "reason"] {
+        if let Some(t) = record[f].as_str() {
+            record[f] = Value::String(red.text(t));
+        }
+    }
+    let mut out = json!({ "message": record, "headers": headers, "text": red.text(&view.text) });
+    if want_raw {
+        let masked = red.raw(raw);
+        out["raw_base64"] = Value::String(
+            String::from_utf8(crate::redact::base64_encode(&masked)).unwrap_or_default(),
+        );
+    }
+    out
 }
 
 /// `POST /v1/inbox/assign {key, request_id, event?, task_id?, handle?, expires?, reason?, note}`:
@@ -300,7 +327,9 @@ pub async fn reload(State(state): Shared) -> Result<Json<Value>, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::mask_passwords;
+    fn mask_passwords(text: &str) -> String {
+        crate::redact::Redactor::default().text(text)
+    }
 
     #[test]
     fn quoted_password_lines_are_masked() {

@@ -5,6 +5,7 @@ pub mod error;
 pub mod inbound;
 pub mod input;
 pub mod ops;
+pub mod server;
 pub mod views;
 
 use std::collections::HashMap;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub source_health: Option<Arc<crate::inbound::source::SourceHealth>>,
     /// How often the reply source should succeed (readiness allows three misses).
     pub source_poll: std::time::Duration,
+    /// Masks the configured secrets in every view of stored mail.
+    pub redactor: Arc<crate::redact::Redactor>,
 }
 
 impl AppState {
@@ -83,6 +86,7 @@ impl AppState {
             health: Arc::default(),
             source_health: None,
             source_poll: std::time::Duration::from_secs(60),
+            redactor: Arc::new(crate::redact::Redactor::new([token.expose_secret()])),
         }
     }
 }
@@ -137,7 +141,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::internal("a handler panicked").into_response()
         }))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // The span names the path only: a query string may carry a token (never logged).
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<Body>| {
+                    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        )
         .with_state(state)
 }
 

@@ -453,6 +453,7 @@ impl Intake {
             request: None,
             rule: None,
             settled: Some(now),
+            raw_removed: None,
         };
         let mut ids = UuidIds;
         let mut ctx = Ctx {

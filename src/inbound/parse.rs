@@ -32,16 +32,23 @@ pub struct ParseLimits {
     pub max_depth: usize,
     /// Most multipart or message/* containers accepted in the whole message.
     pub max_containers: usize,
+    /// Most header fields in the top header section.
+    pub max_headers: usize,
+    /// Largest top header section, in octets.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ParseLimits {
-    /// 1 MiB, 8 levels, 64 containers: generous for registrar replies and bounces, which are a
-    /// few kilobytes and at most four levels deep.
+    /// 1 MiB, 8 levels, 64 containers, 500 header fields in 256 KiB: generous for registrar
+    /// replies and bounces, which are a few kilobytes, at most four levels deep and carry a few
+    /// dozen header fields (Received lines included).
     fn default() -> Self {
         ParseLimits {
             max_size: 1024 * 1024,
             max_depth: 8,
             max_containers: 64,
+            max_headers: 500,
+            max_header_bytes: 256 * 1024,
         }
     }
 }
@@ -164,6 +171,9 @@ pub fn parse(
             raw.len(),
             limits.max_size
         )));
+    }
+    if let Some(problem) = header_section_problem(raw, limits) {
+        return Err(Quarantine::new(problem));
     }
     let containers = count_containers(raw);
     if containers > limits.max_containers {
@@ -1138,6 +1148,158 @@ fn entity(name: &str) -> Option<char> {
         "shy" => '\u{ad}',
         _ => return None,
     })
+}
+
+/// The header fields a person reading a stored message needs (API `GET /v1/inbox/message`, CLI
+/// `regmail message`), in this order.
+pub const VIEW_HEADERS: &[&str] = &[
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "Authentication-Results",
+    "Auto-Submitted",
+    "Content-Type",
+];
+
+/// A stored message as a person reads it: the headers that matter and the body text, with the
+/// charset and transfer encoding undone. Not redacted: the caller passes both through
+/// `crate::redact::Redactor` before showing them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageView {
+    /// `(name, value)` for each of [`VIEW_HEADERS`] present, in that order (a field given several
+    /// times appears several times); values unfolded, encoded-words decoded.
+    pub headers: Vec<(String, String)>,
+    /// The decoded body text (as [`ParsedMail::body`]); for a message that cannot be parsed, its
+    /// bytes read as UTF-8 or, failing that, in `fallback`.
+    pub text: String,
+}
+
+/// Decodes a stored message for display. Never fails: what cannot be parsed is shown as text.
+pub fn view(raw: &[u8], limits: &ParseLimits, fallback: &'static Encoding) -> MessageView {
+    let parsed = parse(raw, limits, fallback);
+    let headers = if header_section_ok(raw, limits) {
+        catch_unwind(AssertUnwindSafe(|| view_headers(raw, fallback))).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let text = match parsed {
+        Ok(p) => p.body,
+        Err(_) => match std::str::from_utf8(raw) {
+            Ok(s) => s.replace("\r\n", "\n"),
+            Err(_) => fallback
+                .decode_without_bom_handling(raw)
+                .0
+                .replace("\r\n", "\n"),
+        },
+    };
+    MessageView { headers, text }
+}
+
+fn view_headers(raw: &[u8], fallback: &'static Encoding) -> Vec<(String, String)> {
+    let Some(msg) = MessageParser::default().parse_headers(raw) else {
+        return Vec::new();
+    };
+    let Some(root) = msg.parts.first() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for name in VIEW_HEADERS {
+        for h in root.headers.iter().filter(|h| is_named(h, name)) {
+            let Some(bytes) = msg
+                .raw_message
+                .get(h.offset_start as usize..h.offset_end as usize)
+            else {
+                continue;
+            };
+            let value = match &h.value {
+                HeaderValue::Text(t) if !t.contains('\u{FFFD}') => unfold(t),
+                HeaderValue::Address(_) => {
+                    let list: Vec<String> = header_addresses(root, name)
+                        .into_iter()
+                        .map(|(n, a)| match n {
+                            Some(n) => format!("{} <{a}>", redecode_8bit(&n, bytes, fallback)),
+                            None => a,
+                        })
+                        .collect();
+                    if list.is_empty() {
+                        unfold(&decode_8bit(bytes, fallback))
+                    } else {
+                        list.join(", ")
+                    }
+                }
+                _ => unfold(&decode_8bit(bytes, fallback)),
+            };
+            out.push((name.to_string(), value));
+        }
+    }
+    out
+}
+
+fn decode_8bit(bytes: &[u8], fallback: &'static Encoding) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => fallback.decode_without_bom_handling(bytes).0.into_owned(),
+    }
+}
+
+fn redecode_8bit(name: &str, raw_field: &[u8], fallback: &'static Encoding) -> String {
+    if name.contains('\u{FFFD}') && std::str::from_utf8(raw_field).is_err() {
+        let text = decode_8bit(raw_field, fallback);
+        let text = text.trim();
+        // The display name is what comes before the angle-bracketed address.
+        return text
+            .split('<')
+            .next()
+            .unwrap_or(text)
+            .trim()
+            .trim_matches('"')
+            .to_owned();
+    }
+    name.to_owned()
+}
+
+/// Header-section limits (RFC 5322 puts no bound on the number of fields; a message with
+/// thousands of them, or one huge field, would make the parser allocate per field): the top
+/// header section, up to its first empty line, may hold at most `max_headers` fields and
+/// `max_header_bytes` octets.
+fn header_section_ok(raw: &[u8], limits: &ParseLimits) -> bool {
+    header_section_problem(raw, limits).is_none()
+}
+
+fn header_section_problem(raw: &[u8], limits: &ParseLimits) -> Option<String> {
+    let mut fields = 0usize;
+    let mut pos = 0usize;
+    while pos < raw.len() {
+        let end = raw[pos..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(raw.len(), |p| pos + p + 1);
+        let line = &raw[pos..end];
+        if line == b"\n" || line == b"\r\n" {
+            break;
+        }
+        if !matches!(line.first(), Some(b' ' | b'\t')) {
+            fields += 1;
+            if fields > limits.max_headers {
+                return Some(format!(
+                    "more than {} header fields; the limit is {}",
+                    limits.max_headers, limits.max_headers
+                ));
+            }
+        }
+        pos = end;
+        if pos > limits.max_header_bytes {
+            return Some(format!(
+                "the header section is larger than {} octets",
+                limits.max_header_bytes
+            ));
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -119,7 +119,7 @@ impl MaildirSource {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let key = format!("maildir/{}", unique(&name));
+            let base = format!("maildir/{}", unique(&name));
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let (bytes, quarantine) = if size > self.max_message_bytes {
                 let head =
@@ -137,6 +137,7 @@ impl MaildirSource {
                     None,
                 )
             };
+            let key = self.free_key(&base, &bytes)?;
             match self
                 .store
                 .receive(&key, &bytes, Timestamp::now())
@@ -150,12 +151,31 @@ impl MaildirSource {
                     self.processor.record_copy(&key, &first)?;
                 }
             }
-            let target = self.dir.join(".Processed/cur").join(&name);
+            let target = free_target(&self.dir.join(".Processed/cur"), &name);
             std::fs::rename(&path, &target)
                 .map_err(|e| format!("moving {} to {}: {e}", path.display(), target.display()))?;
             n += 1;
         }
         Ok(n)
+    }
+
+    /// The store key for a file: `maildir/<unique>`, or `maildir/<unique>~N` when that key
+    /// already holds other bytes (a reused file name must never overwrite an earlier message).
+    fn free_key(&self, base: &str, bytes: &[u8]) -> Result<String, String> {
+        let mut key = base.to_owned();
+        for n in 2.. {
+            let held = self.store.raw_message(&key).map_err(|e| e.to_string())?;
+            let known = self
+                .store
+                .inbox_message(&key)
+                .map_err(|e| e.to_string())?
+                .is_some();
+            if !known || held.as_deref() == Some(bytes) {
+                break;
+            }
+            key = format!("{base}~{n}");
+        }
+        Ok(key)
     }
 
     /// Runs until `stop`.
@@ -180,6 +200,23 @@ impl MaildirSource {
             }
         }
     }
+}
+
+/// A name in `dir` that no file has yet: `name`, else `<unique>.dupN<:2,flags>` (rename(2)
+/// would silently replace an earlier processed message of the same name).
+fn free_target(dir: &Path, name: &str) -> PathBuf {
+    let first = dir.join(name);
+    if !first.exists() {
+        return first;
+    }
+    let (stem, flags) = match name.find(':') {
+        Some(i) => name.split_at(i),
+        None => (name, ""),
+    };
+    (2u32..)
+        .map(|n| dir.join(format!("{stem}.dup{n}{flags}")))
+        .find(|p| !p.exists())
+        .unwrap_or(first)
 }
 
 fn read_head(path: &Path, n: usize) -> std::io::Result<Vec<u8>> {

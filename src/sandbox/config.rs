@@ -700,6 +700,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for f in ["registrar-password", "robot-password"] {
             std::fs::write(dir.path().join(f), "secret\n").unwrap();
+            // Secret files must be private (crate::config::read_secret_file).
+            crate::files::make_private(&dir.path().join(f)).unwrap();
         }
         match SandboxConfig::from_toml_str(text, dir.path()) {
             Ok(c) => {

@@ -71,6 +71,9 @@ pub struct InboxMessage {
     pub rule: Option<String>,
     /// When it was settled.
     pub settled: Option<Timestamp>,
+    /// When its raw bytes were deleted by the retention policy (`[inbound] keep_raw_days`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_removed: Option<Timestamp>,
 }
 
 /// The result of storing a fetched message.
@@ -123,6 +126,7 @@ impl Store {
             request: None,
             rule: None,
             settled: None,
+            raw_removed: None,
         };
         let result: Result<(), TransactionError<String>> = (&self.inbox, &self.raw, &self.index)
             .transaction(|(inbox, raw_tree, index)| {
@@ -178,6 +182,39 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Messages whose raw bytes the retention policy may delete: received before `before`,
+    /// settled, in a final state (not Pending, not Unmatched: those still wait for the intake
+    /// or an operator) and raw bytes still kept. At most `limit`.
+    pub fn raw_expired(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<InboxMessage>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.inbox.iter() {
+            let (k, v) = item?;
+            let m: InboxMessage = decode(&String::from_utf8_lossy(&k), &v)?;
+            if m.received < before
+                && m.settled.is_some()
+                && m.raw_removed.is_none()
+                && !matches!(m.state, InboxState::Pending | InboxState::Unmatched)
+                && self.raw.contains_key(&k)?
+            {
+                out.push(m);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes one message's raw bytes (after the decision was logged).
+    pub fn remove_raw(&self, key: &str) -> Result<(), StoreError> {
+        self.raw.remove(key.as_bytes())?;
+        Ok(())
     }
 
     /// Every message record (newest last), at most `limit`.

@@ -55,6 +55,17 @@ pub struct Options {
     pub outbound: Outbound,
     /// Extra TOML appended to the configuration (whole sections, e.g. `[registrar]\n...`).
     pub extra: Option<String>,
+    /// The daemon's descriptor limit (soft and hard `RLIMIT_NOFILE`), as `ulimit -n` would set.
+    pub nofile: Option<u64>,
+    /// Extra environment for the daemon.
+    pub env: Vec<(String, String)>,
+    /// TOML appended to the configuration (sections the harness does not write itself:
+    /// not `[store]`, `[api]`, `[outbound]`, `[deadlines]`, `[registrar]` or `[log]`).
+    pub extra_config: String,
+    /// `[log] filter` (default "info").
+    pub log_filter: Option<String>,
+    /// More `[api]` keys (e.g. `max_connections = 64`).
+    pub extra_api: String,
 }
 
 impl Options {
@@ -134,6 +145,104 @@ pub struct Daemon {
     opts: Options,
     child: Option<Child>,
     agent: ureq::Agent,
+    /// Secret leaks seen in API answers and CLI outputs so far (checked at drop).
+    leaks: std::sync::Mutex<Vec<String>>,
+}
+
+/// The registrar password every harness daemon is configured with (`[registrar]
+/// password_file`): a secret that must never show up in an API answer, a CLI output or a log
+/// line (rule 4), checked by [`Daemon`] on every answer and at drop.
+pub const REGISTRAR_SECRET: &str = "Hx7-harness-RegPw_q2v";
+
+/// The forms a secret could leak in: plain, base64 (at each of the three alignments a longer
+/// base64 text could put it), quoted-printable, hex, percent-encoding, KOI8-R and
+/// windows-1251 bytes. `(what, bytes)`.
+pub fn secret_forms(secret: &str) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = vec![("plain".into(), secret.as_bytes().to_vec())];
+    for pad in 0..3usize {
+        let mut bytes = vec![b'\0'; pad];
+        bytes.extend_from_slice(secret.as_bytes());
+        let enc = base64(&bytes);
+        // Drop the characters that depend on the padding bytes and the trailing partial group.
+        let skip = match pad {
+            0 => 0,
+            1 => 2,
+            _ => 3,
+        };
+        let whole = (pad + secret.len()) / 3 * 4;
+        if whole > skip + 8 {
+            v.push((
+                format!("base64 (offset {pad})"),
+                enc.as_bytes()[skip..whole].to_vec(),
+            ));
+        }
+    }
+    let qp: String = secret
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("={b:02X}")
+            }
+        })
+        .collect();
+    if qp != secret {
+        v.push(("quoted-printable".into(), qp.into_bytes()));
+    }
+    let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+    v.push(("hex".into(), hex.clone().into_bytes()));
+    v.push(("HEX".into(), hex.to_uppercase().into_bytes()));
+    let pct = enc(secret);
+    if pct != secret {
+        v.push(("percent-encoded".into(), pct.into_bytes()));
+    }
+    for e in [encoding_rs::KOI8_R, encoding_rs::WINDOWS_1251] {
+        let (b, _, bad) = e.encode(secret);
+        if !bad && b.as_ref() != secret.as_bytes() {
+            v.push((e.name().to_owned(), b.into_owned()));
+        }
+    }
+    v
+}
+
+/// Standard base64 (RFC 4648 §4), written here so the check does not trust the code it checks.
+pub fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        out.push(A[(n >> 18) as usize & 63] as char);
+        out.push(A[(n >> 12) as usize & 63] as char);
+        out.push(if c.len() > 1 {
+            A[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            A[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+/// Where any of `secrets` (`(name, value)`) shows up in `text`, in any of [`secret_forms`].
+pub fn find_secrets(secrets: &[(String, String)], text: &[u8], place: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (name, value) in secrets {
+        for (form, bytes) in secret_forms(value) {
+            if text.windows(bytes.len()).any(|w| w == bytes.as_slice()) {
+                let shown = String::from_utf8_lossy(text);
+                let shown: String = shown.chars().take(2000).collect();
+                found.push(format!("{name} ({form}) in {place}: {shown}"));
+            }
+        }
+    }
+    found
 }
 
 /// A port that was free a moment ago (bound on 127.0.0.1:0 and released).
@@ -181,6 +290,7 @@ pub fn write_config_named(dir: &Path, name: &str, port: u16, opts: &Options) -> 
     if let Some(n) = opts.max_body_bytes {
         text.push_str(&format!("max_body_bytes = {n}\n"));
     }
+    text.push_str(&opts.extra_api);
     match opts.outbound {
         Outbound::Dir => text.push_str(&format!(
             "\n[outbound]\ntransport = \"dir\"\ndir = \"{}\"\n",
@@ -209,7 +319,19 @@ pub fn write_config_named(dir: &Path, name: &str, port: u16, opts: &Options) -> 
         text.push_str(extra);
         text.push('\n');
     }
-    text.push_str("\n[log]\nfilter = \"info\"\n");
+    // The registrar password comes as a systemd credential (`$CREDENTIALS_DIRECTORY/
+    // registrar-password`, set by spawn_serve_with), so tests stay free to write `[registrar]`.
+    let creds = dir.join("credentials");
+    std::fs::create_dir_all(&creds).expect("credentials dir");
+    write_secret(
+        &creds.join("registrar-password"),
+        &format!("{REGISTRAR_SECRET}\n"),
+    );
+    text.push_str(&opts.extra_config);
+    text.push_str(&format!(
+        "\n[log]\nfilter = \"{}\"\n",
+        opts.log_filter.as_deref().unwrap_or("info")
+    ));
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write config");
     path
@@ -217,6 +339,11 @@ pub fn write_config_named(dir: &Path, name: &str, port: u16, opts: &Options) -> 
 
 /// Starts `regmail serve --config <config>` with its stdout and stderr appended to `log`.
 pub fn spawn_serve(config: &Path, log: &Path) -> Child {
+    spawn_serve_with(config, log, &Options::default())
+}
+
+/// [`spawn_serve`] with the process settings of `opts` (descriptor limit, environment).
+pub fn spawn_serve_with(config: &Path, log: &Path, opts: &Options) -> Child {
     let out = OpenOptions::new()
         .create(true)
         .append(true)
@@ -236,6 +363,30 @@ pub fn spawn_serve(config: &Path, log: &Path) -> Child {
         .stderr(Stdio::from(err));
     for k in SCRUBBED_ENV {
         cmd.env_remove(k);
+    }
+    if let Some(dir) = config.parent()
+        && dir.join("credentials").is_dir()
+    {
+        cmd.env("CREDENTIALS_DIRECTORY", dir.join("credentials"));
+    }
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    if let Some(n) = opts.nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only setrlimit(2), async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: n as libc::rlim_t,
+                    rlim_max: n as libc::rlim_t,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
     cmd.spawn().expect("spawn regmail serve")
 }
@@ -278,6 +429,7 @@ impl Daemon {
             opts,
             child: None,
             agent: agent(Duration::from_secs(30)),
+            leaks: std::sync::Mutex::default(),
         };
         d.launch();
         d
@@ -329,7 +481,7 @@ impl Daemon {
     fn launch(&mut self) {
         assert!(self.child.is_none(), "the daemon is already running");
         for attempt in 0..3 {
-            let mut child = spawn_serve(&self.config_path, &self.log_path());
+            let mut child = spawn_serve_with(&self.config_path, &self.log_path(), &self.opts);
             match self.wait_ready(&mut child) {
                 Ok(()) => {
                     self.child = Some(child);
@@ -472,6 +624,7 @@ impl Daemon {
             .body_mut()
             .read_to_string()
             .unwrap_or_else(|e| panic!("{method} {path}: reading the body failed: {e}"));
+        self.note_leaks(text.as_bytes(), &format!("the answer to {method} {path}"));
         Reply {
             status,
             headers,
@@ -551,7 +704,44 @@ impl Daemon {
 
     /// Runs `regmail --config <config> <args>` (the operator CLI) and waits for it.
     pub fn cli(&self, args: &[&str]) -> CliOutput {
-        run_cli(&self.config_path, args)
+        let out = run_cli(&self.config_path, args);
+        let place = format!("the output of regmail {}", args.join(" "));
+        self.note_leaks(out.stdout.as_bytes(), &place);
+        self.note_leaks(out.stderr.as_bytes(), &place);
+        out
+    }
+
+    /// The secrets this daemon holds: its API token and the registrar password.
+    pub fn secrets(&self) -> Vec<(String, String)> {
+        vec![
+            ("the API token".into(), self.token.clone()),
+            ("the registrar password".into(), REGISTRAR_SECRET.into()),
+        ]
+    }
+
+    /// Records every secret found in `bytes` (checked at drop).
+    pub fn note_leaks(&self, bytes: &[u8], place: &str) {
+        let found = find_secrets(&self.secrets(), bytes, place);
+        if !found.is_empty() {
+            self.leaks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(found);
+        }
+    }
+
+    /// Every secret leak seen so far: in API answers, CLI outputs and the daemon's log.
+    pub fn secret_leaks(&self) -> Vec<String> {
+        let mut all = self.leaks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let log = std::fs::read(self.log_path()).unwrap_or_default();
+        for (n, line) in log.split(|&b| b == b'\n').enumerate() {
+            all.extend(find_secrets(
+                &self.secrets(),
+                line,
+                &format!("daemon log line {}", n + 1),
+            ));
+        }
+        all
     }
 
     /// Runs the CLI against this daemon with extra environment variables.
@@ -721,6 +911,15 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // Rule 4, over the whole suite: no secret in any answer, CLI output or log line.
+        let leaks = self.secret_leaks();
+        if !leaks.is_empty() && !std::thread::panicking() {
+            panic!(
+                "a secret leaked ({} places):\n{}",
+                leaks.len(),
+                leaks.join("\n")
+            );
+        }
         if std::thread::panicking() {
             eprintln!(
                 "--- daemon stderr ({}) ---\n{}\n--- end of daemon stderr ---",
@@ -729,6 +928,22 @@ impl Drop for Daemon {
             );
         }
     }
+}
+
+/// Writes a secret file private to the user (0600), as regmail requires of every secret file
+/// it reads (`read_secret_file` refuses one that others can read).
+pub fn write_secret(path: &Path, content: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("write secret file {}: {e}", path.display()));
+    f.write_all(content.as_bytes()).expect("write secret");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
 }
 
 /// Reads a file to a string (empty when missing).

@@ -448,16 +448,14 @@ impl Regmail {
     pub fn start(dir: &Path, deadlines: Deadlines) -> Regmail {
         let token = common::random_token();
         std::fs::write(dir.join("api-token"), format!("{token}\n")).unwrap();
-        std::fs::write(
-            dir.join("registrar-password"),
-            format!("{REGISTRAR_PASSWORD}\n"),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("mail-password"),
-            format!("{}\n", var("MAILSTACK_GATEWAY_PASSWORD")),
-        )
-        .unwrap();
+        common::write_secret(
+            &dir.join("registrar-password"),
+            &format!("{REGISTRAR_PASSWORD}\n"),
+        );
+        common::write_secret(
+            &dir.join("mail-password"),
+            &format!("{}\n", var("MAILSTACK_GATEWAY_PASSWORD")),
+        );
         let log = dir.join("regmail.log");
         for _ in 0..3 {
             let port = common::free_port();

@@ -928,11 +928,10 @@ impl ImapDaemon {
             .expect("tempdir");
         let token = common::random_token();
         std::fs::write(dir.path().join("api-token"), format!("{token}\n")).expect("token");
-        std::fs::write(
-            dir.path().join("imap-password"),
-            format!("{}\n", s.password_of(GATEWAY)),
-        )
-        .expect("imap password file");
+        common::write_secret(
+            &dir.path().join("imap-password"),
+            &format!("{}\n", s.password_of(GATEWAY)),
+        );
         let config_path = dir.path().join("regmail.toml");
         ImapDaemon {
             dir,

@@ -760,17 +760,15 @@ impl MailDaemon {
             .expect("tempdir");
         let token = common::random_token();
         std::fs::write(dir.path().join("api-token"), format!("{token}\n")).expect("token");
-        std::fs::write(
-            dir.path().join("registrar-password"),
-            format!("{REGISTRAR_PASSWORD}\n"),
-        )
-        .expect("registrar password file");
+        common::write_secret(
+            &dir.path().join("registrar-password"),
+            &format!("{REGISTRAR_PASSWORD}\n"),
+        );
         if config.out == Out::Submission {
-            std::fs::write(
-                dir.path().join("smtp-password"),
-                format!("{}\n", stack().smtp_password()),
-            )
-            .expect("smtp password file");
+            common::write_secret(
+                &dir.path().join("smtp-password"),
+                &format!("{}\n", stack().smtp_password()),
+            );
         }
         let config_path = dir.path().join("regmail.toml");
         let mut d = MailDaemon {
