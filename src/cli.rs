@@ -231,6 +231,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             if let Err(e) = config.transport() {
                 problems.push(e);
             }
+            // Issue 9 part A: a real registrar without authentication is a loud warning.
+            if let Some(w) = crate::config::authentication_warning(&config) {
+                println!("WARNING registrar.authentication: {w}");
+            }
             if problems.is_empty() {
                 let from = config
                     .source

@@ -53,6 +53,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (api.listen)", config.api.listen))?;
 
+    // Issue 9 part A: a real registrar without authentication is a loud warning at start.
+    if let Some(w) = crate::config::authentication_warning(&config) {
+        tracing::warn!(key = "registrar.authentication", "{w}");
+    }
     let wake = Arc::new(Notify::new());
     let health = Arc::new(Health::default());
     let intake = Arc::new(Intake {
@@ -63,7 +67,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             &callback,
             &config.registrar.message_id_host,
             &config.registrar.senders,
-        ),
+        )
+        .with_trust(config.trust.clone()),
         limits: ParseLimits {
             max_size: config.inbound.max_message_bytes as usize,
             max_depth: config.inbound.max_nesting,
