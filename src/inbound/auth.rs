@@ -492,8 +492,10 @@ fn own_dkim(raw: &[u8], from_domain: &str, cfg: &TrustConfig, a: &mut Assessment
         futures::executor::block_on(auth.verify_dkim(Parameters::new(&msg).with_txt_cache(&cache)));
     for out in outputs {
         let Some(sig) = out.signature() else {
-            a.failures
-                .push(format!("DKIM: a malformed signature ({:?})", out.result()));
+            a.failures.push(format!(
+                "DKIM: a signature that cannot be used: {}",
+                dkim_words(out.result())
+            ));
             continue;
         };
         let d = sig.d.to_ascii_lowercase();
