@@ -236,6 +236,9 @@ pub struct Config {
     pub log_filter: String,
     /// Where the file was read from (None: embedded defaults).
     pub source: Option<PathBuf>,
+    /// What a reply or bounce must prove (`[registrar] authentication`, `[inbound]
+    /// authserv_ids`, `[[inbound.dkim_keys]]`, `bounce_hosts`, `[outbound] envelope_sender`).
+    pub trust: crate::trust::TrustConfig,
 }
 
 impl Config {
@@ -383,6 +386,7 @@ impl Config {
                 "org_handle_suffix",
                 "senders",
                 "rules",
+                "authentication",
             ],
         );
         let callback = r
@@ -525,7 +529,14 @@ impl Config {
         let ob = r.section(
             &root,
             "outbound",
-            &["transport", "dir", "sendmail", "retry_initial", "retry_max"],
+            &[
+                "transport",
+                "dir",
+                "sendmail",
+                "retry_initial",
+                "retry_max",
+                "envelope_sender",
+            ],
         );
         let transport = match r.string(&ob, "outbound", "transport").as_deref() {
             None | Some("dir") => TransportConfig::Dir(
@@ -645,6 +656,9 @@ impl Config {
                 "max_nesting",
                 "poll_interval",
                 "keep_raw_days",
+                "authserv_ids",
+                "dkim_keys",
+                "bounce_hosts",
             ],
         );
         let reply_source = match r.string(&ib, "inbound", "source").as_deref() {
@@ -811,10 +825,13 @@ impl Config {
             );
         }
 
+        let trust = read_trust(&mut r, &reg, &ib, &ob, &registrar.callback, &smtp);
+
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
         }
         Ok(Config {
+            trust,
             store,
             api,
             registrar,
@@ -889,6 +906,7 @@ impl Config {
             password,
             pay_type: reg.pay_type.clone(),
             charset,
+            envelope: crate::trust::envelope_template(&self.trust, &reg.callback),
         };
         Ok(crate::outbound::worker::OutboundSetup { profile, settings })
     }
@@ -1008,6 +1026,116 @@ pub fn credential(name: &str) -> Option<PathBuf> {
     std::env::var_os("CREDENTIALS_DIRECTORY")
         .map(|d| PathBuf::from(d).join(name))
         .filter(|p| p.exists())
+}
+
+/// Reads the trust keys (issue 9 part A; see `crate::trust`).
+fn read_trust(
+    r: &mut Reader,
+    reg: &toml::Table,
+    ib: &toml::Table,
+    ob: &toml::Table,
+    callback: &str,
+    smtp: &SmtpConfig,
+) -> crate::trust::TrustConfig {
+    use crate::trust::{AuthLevel, DkimKey, TrustConfig};
+    let authentication = match r.string(reg, "registrar", "authentication") {
+        None => AuthLevel::None,
+        Some(s) => AuthLevel::parse(&s).unwrap_or_else(|| {
+            r.problem(
+                "registrar.authentication",
+                format!("{s:?}: expected \"none\", \"spf\", \"dkim\" or \"dmarc\""),
+            );
+            AuthLevel::None
+        }),
+    };
+    let mut strings = |key: &str| -> Vec<String> {
+        match ib.get(key) {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) if items.iter().all(toml::Value::is_str) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(|s| s.trim().to_ascii_lowercase()))
+                .collect(),
+            Some(_) => {
+                r.problem(
+                    &format!("inbound.{key}"),
+                    "must be an array of strings".into(),
+                );
+                Vec::new()
+            }
+        }
+    };
+    let authserv_ids = strings("authserv_ids");
+    let mut bounce_hosts = strings("bounce_hosts");
+    if bounce_hosts.is_empty() {
+        bounce_hosts.extend(
+            callback
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_ascii_lowercase()),
+        );
+        bounce_hosts.extend(smtp.hello_name.as_ref().map(|h| h.to_ascii_lowercase()));
+        if smtp.host.parse::<std::net::IpAddr>().is_err() {
+            bounce_hosts.push(smtp.host.to_ascii_lowercase());
+        }
+    }
+    let mut dkim_keys = Vec::new();
+    match ib.get("dkim_keys") {
+        None => {}
+        Some(toml::Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let field = |k: &str| {
+                    item.get(k)
+                        .and_then(toml::Value::as_str)
+                        .map(|s| s.trim().to_owned())
+                        .unwrap_or_default()
+                };
+                if let Some(t) = item.as_table()
+                    && let Some(k) = t
+                        .keys()
+                        .find(|k| !["domain", "selector", "record"].contains(&k.as_str()))
+                {
+                    r.problem(
+                        &format!("inbound.dkim_keys[{i}].{k}"),
+                        "unknown key; known are domain, selector, record".into(),
+                    );
+                }
+                dkim_keys.push(DkimKey {
+                    domain: field("domain").to_ascii_lowercase(),
+                    selector: field("selector").to_ascii_lowercase(),
+                    record: field("record"),
+                });
+            }
+        }
+        Some(_) => r.problem(
+            "inbound.dkim_keys",
+            "must be an array of tables ([[inbound.dkim_keys]])".into(),
+        ),
+    }
+    let cfg = TrustConfig {
+        authentication,
+        authserv_ids,
+        dkim_keys,
+        envelope_sender: r.string(ob, "outbound", "envelope_sender"),
+        bounce_hosts,
+    };
+    for (key, message) in crate::trust::check(&cfg) {
+        r.problem(&key, message);
+    }
+    cfg
+}
+
+/// The loud warning for a configuration that mails a real registrar but lets any mail with the
+/// registrar's From move state (`[registrar] authentication = "none"`); None when the sandbox
+/// defaults are in use or authentication is required. `check-config` prints it and `serve`
+/// logs it at start (issue 9 part A; issue 12's warnings framework can list it).
+pub fn authentication_warning(config: &Config) -> Option<String> {
+    let real = !matches!(config.outbound.transport, TransportConfig::Dir(_));
+    (real && config.trust.authentication == crate::trust::AuthLevel::None).then(|| {
+        "registrar.authentication is \"none\" while requests really go out: any e-mail that \
+         shows the registrar's From address can move a domain's state. Set \
+         registrar.authentication = \"dkim\" (pin the registrar's key in [[inbound.dkim_keys]]) \
+         or \"dmarc\" with inbound.authserv_ids of your MX"
+            .to_owned()
+    })
 }
 
 fn default_listen() -> SocketAddr {

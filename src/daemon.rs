@@ -96,7 +96,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             &callback,
             &config.registrar.message_id_host,
             &config.registrar.senders,
-        ),
+        )
+        .with_trust(config.trust.clone()),
         limits: ParseLimits {
             max_size: config.inbound.max_message_bytes as usize,
             max_depth: config.inbound.max_nesting,

@@ -20,3 +20,4 @@ pub mod sandbox;
 pub mod scheduler;
 pub mod store;
 pub mod tls;
+pub mod trust;

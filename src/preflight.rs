@@ -362,13 +362,13 @@ fn sandbox_warnings(config: &Config, r: &mut Report) {
             ),
         );
     }
-    // Placeholder until the reply-authentication key lands (issue 9A provides the real check):
-    // reads the raw `[registrar] authentication` value only.
-    if section("registrar").is_none_or(|t| !t.contains_key("authentication")) {
-        r.warn(
-            "registrar.authentication",
-            "not set: replies are trusted on their From address alone; set registrar.authentication (see README, Deploy)".into(),
-        );
+    // Issue 9: only authenticated registrar mail may move state. Loud where requests really go
+    // out (crate::config::authentication_warning), a reminder on the sandbox's defaults.
+    if config.trust.authentication == crate::trust::AuthLevel::None {
+        let message = crate::config::authentication_warning(config).unwrap_or_else(|| {
+            "is \"none\": replies are trusted on their From address alone (fine for the sandbox); set registrar.authentication (see README, Deploy)".into()
+        });
+        r.warn("registrar.authentication", message);
     }
 }
 

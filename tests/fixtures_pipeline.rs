@@ -310,7 +310,11 @@ fn every_fixture_ends_as_the_manifest_says_through_the_real_intake() {
         let class = s(f, "classification");
         let duplicate = f.get("duplicate_of").is_some();
         let event = s(f, "event");
-        let expected_state = match class {
+        // `end` overrides the state the classification implies: issue 9 part A keeps weakly
+        // correlated unauthenticated replies and bounces that do not prove themselves out.
+        let end = f.get("end").and_then(Value::as_str);
+        let expected_state = match end.unwrap_or(class) {
+            "quarantined" => InboxState::Quarantined,
             "quarantine" => InboxState::Quarantined,
             "unmatched" => InboxState::Unmatched,
             "own-loop" | "delivery-notice" | "auto-reply" | "not-from-registrar" => {
@@ -393,8 +397,13 @@ fn every_fixture_ends_as_the_manifest_says_through_the_real_intake() {
         Some("GW_1_4821-GPT")
     );
     assert_eq!(client("client-2").status, ClientStatus::Registered);
-    for c in ["client-3", "client-4", "client-5", "client-6"] {
+    for c in ["client-3", "client-4"] {
         assert_eq!(client(c).status, ClientStatus::Error, "{c}");
+    }
+    // Issue 9 part A: client-5's refusal is tied only by its handle and is not authenticated;
+    // client-6's bounce did not come to its VERP address. Both wait for an operator.
+    for c in ["client-5", "client-6"] {
+        assert_eq!(client(c).status, ClientStatus::Registering, "{c}");
     }
     assert_eq!(domain("пример.рф").status, DomainStatus::Registered);
     assert_eq!(domain("пример.рф").expires, Date::new(2027, 11, 15).ok());
@@ -402,16 +411,16 @@ fn every_fixture_ends_as_the_manifest_says_through_the_real_intake() {
         domain("example-shop.ru").expires,
         Date::new(2027, 11, 20).ok()
     );
-    assert_eq!(domain("old-site.ru").status, DomainStatus::Registered);
-    assert_eq!(domain("old-site.ru").expires, Date::new(2028, 3, 12).ok());
-    for d in [
-        "taken-name.ru",
-        "bad-ns.ru",
-        "bounced-shop.ru",
-        "expiring.ru",
-    ] {
-        assert_eq!(domain(d).status, DomainStatus::Error, "{d}");
-    }
+    // Issue 9 part A: the renewal reply tied only by the domain name is not authenticated,
+    // so it waits for an operator, and the expiry it names is not applied.
+    assert_eq!(domain("old-site.ru").status, DomainStatus::Renewing);
+    assert_ne!(domain("old-site.ru").expires, Date::new(2028, 3, 12).ok());
+    assert_eq!(domain("bad-ns.ru").status, DomainStatus::Error);
+    // taken-name.ru's refusal is tied by the domain only; the bounces of bounced-shop.ru and
+    // expiring.ru did not come to their VERP addresses: nothing moved.
+    assert_eq!(domain("taken-name.ru").status, DomainStatus::Registering);
+    assert_eq!(domain("bounced-shop.ru").status, DomainStatus::Registering);
+    assert_eq!(domain("expiring.ru").status, DomainStatus::Renewing);
     // The domain waiting for client-1 got its request when client-1 was registered.
     assert_eq!(
         domain("waiting-for-client-1.ru").phase,

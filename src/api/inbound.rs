@@ -155,7 +155,8 @@ fn view_json(state: &AppState, m: &InboxMessage, raw: &[u8], want_raw: bool) -> 
 }
 
 /// `POST /v1/inbox/assign {key, request_id, event?, task_id?, handle?, expires?, reason?, note}`:
-/// ties an unmatched message to a request. Without `event`, the reply rules must recognise the
+/// ties an unmatched, ignored or quarantined message to a request (the latter two are recorded
+/// as the operator's decision, actor operator). Without `event`, the reply rules must recognise the
 /// wording; with it, the operator says what the registrar meant.
 pub async fn assign(
     State(state): Shared,
@@ -192,9 +193,12 @@ pub async fn assign(
     let intake = intake(&state)?;
     blocking(move || {
         let rec = find(&state, &key)?;
-        if rec.state != InboxState::Unmatched {
-            return Err(ApiError::conflict("key", format!("message {key} is {}, not Unmatched", rec.state.as_str())));
+        // Unmatched, and also Ignored or Quarantined (issue 12 item 3: an operator may vouch
+        // for a message the trust checks refused; the action log shows it as the operator's).
+        if !matches!(rec.state, InboxState::Unmatched | InboxState::Ignored | InboxState::Quarantined) {
+            return Err(ApiError::conflict("key", format!("message {key} is {}, not Unmatched, Ignored or Quarantined", rec.state.as_str())));
         }
+        let vouched = rec.state != InboxState::Unmatched;
         if state.store.request(request).map_err(ApiError::from_store)?.is_none() {
             return Err(ApiError::invalid("request_id", format!("request {request} does not exist")));
         }
@@ -224,6 +228,17 @@ pub async fn assign(
             None => {
                 return Err(ApiError::invalid("event", "no reply rule recognises this message; say what it means with event (acknowledged, completed or rejected)"));
             }
+        }
+        if vouched && let Some(Event::Reply { request, outcome, .. }) = verdict.event.take() {
+            verdict.event = Some(Event::RecordOutcome {
+                request,
+                outcome,
+                note: format!(
+                    "operator's decision: message {key} (was {}: {}) assigned: {note}",
+                    rec.state.as_str(),
+                    rec.reason.as_deref().unwrap_or("")
+                ),
+            });
         }
         let done = intake.settle(&rec, verdict).map_err(ApiError::internal)?;
         if done.state != InboxState::Applied {

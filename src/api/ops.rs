@@ -126,6 +126,11 @@ pub async fn metrics(State(state): Shared) -> Response {
             .collect::<Vec<_>>(),
     );
     gauge(
+        "regmail_domains_in_conflict",
+        "Domains whose registrar reply contradicts an applied outcome (phase Conflict).",
+        &[(String::new(), counts.conflicts as f64)],
+    );
+    gauge(
         "regmail_outbox_depth",
         "Requests waiting in the outbox.",
         &[(String::new(), counts.outbox as f64)],

@@ -67,6 +67,10 @@ pub struct Evidence {
     /// The exact request e-mail as sent: headers and decoded body, the password masked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_copy: Option<String>,
+    /// How a reply was authenticated (issue 9 part A): the evidence that passed, e.g.
+    /// `regmail: dkim=pass header.d=r01.ru s=mail (pinned key)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
 }
 
 /// A log entry as the core writes it; the store adds the sequence number.

@@ -202,6 +202,10 @@ pub enum Phase {
     SettledByOperator,
     /// Cancelled.
     Cancelled,
+    /// An authenticated registrar reply contradicts the outcome already applied (a rejection
+    /// after a completion, another expiry date): an operator must look (`last_error` says
+    /// what) and settle it with `resolve` (issue 9 part A, item 3).
+    Conflict,
 }
 
 /// What a request asks of the registrar.

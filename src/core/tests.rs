@@ -937,7 +937,17 @@ fn recorded_outcome_acts_as_a_reply_with_the_operator_note() {
     assert_eq!(w.req(id).state, RequestState::Completed);
     assert!(t.log.iter().all(|e| e.actor == Actor::Operator
         && e.evidence.note.as_deref() == Some("seen in the registrar's web panel")));
-    // Recording it twice is a logged no-op like a duplicate reply.
+    // Recording the same outcome twice is a logged no-op like a duplicate reply.
+    let t = w.apply(Event::RecordOutcome {
+        request: id,
+        outcome: ReplyOutcome::Completed {
+            handle: None,
+            expires: Some(date(2026, 3, 1)),
+        },
+        note: "again".into(),
+    });
+    assert_eq!(actions(&t), ["reply.ignored"]);
+    // A contradicting one is a conflict, visible, and nothing is undone.
     let t = w.apply(Event::RecordOutcome {
         request: id,
         outcome: ReplyOutcome::Rejected {
@@ -945,8 +955,79 @@ fn recorded_outcome_acts_as_a_reply_with_the_operator_note() {
         },
         note: "typo".into(),
     });
-    assert_eq!(actions(&t), ["reply.ignored"]);
+    assert_eq!(actions(&t), ["reply.conflict", "domain.conflict"]);
     assert_eq!(w.domain("example.ru").status, DomainStatus::Registered);
+}
+
+#[test]
+fn conflict_rejection_after_completion_is_raised_not_ignored() {
+    let (mut w, id) = World::domain_request("example.ru", 1);
+    w.apply(sent(id));
+    w.apply(completed(id, Some(date(2026, 3, 1))));
+    let t = w.apply(rejected(id, "domain is not available"));
+    assert_eq!(actions(&t), ["reply.conflict", "domain.conflict"]);
+    let d = w.domain("example.ru");
+    // Nothing applied is undone: the status and the expiry stay; the phase says it.
+    assert_eq!(
+        (d.status, d.phase, d.expires),
+        (
+            DomainStatus::Registered,
+            Phase::Conflict,
+            Some(date(2026, 3, 1))
+        )
+    );
+    let why = d.last_error.clone().unwrap_or_default();
+    assert!(
+        why.contains("conflict") && why.contains("domain is not available"),
+        "{why}"
+    );
+    assert_eq!(w.req(id).state, RequestState::Completed);
+    assert!(t.effects.is_empty(), "a conflict arms or sends nothing");
+    // The operator settles it; the phase leaves Conflict.
+    w.apply(resolve(
+        "example.ru",
+        Resolution::Registered {
+            expires: Some(date(2026, 3, 1)),
+        },
+    ));
+    let d = w.domain("example.ru");
+    assert_eq!(
+        (d.status, d.phase),
+        (DomainStatus::Registered, Phase::SettledByOperator)
+    );
+}
+
+#[test]
+fn conflict_on_another_expiry_date() {
+    let (mut w, id) = World::domain_request("example.ru", 1);
+    w.apply(sent(id));
+    w.apply(completed(id, Some(date(2026, 3, 1))));
+    let t = w.apply(completed(id, Some(date(2035, 3, 1))));
+    assert_eq!(actions(&t), ["reply.conflict", "domain.conflict"]);
+    let d = w.domain("example.ru");
+    assert_eq!(
+        (d.phase, d.expires),
+        (Phase::Conflict, Some(date(2026, 3, 1)))
+    );
+    assert!(d.last_error.as_deref().unwrap_or("").contains("2035-03-01"));
+}
+
+#[test]
+fn conflict_completion_after_rejection() {
+    let (mut w, id) = World::domain_request("example.ru", 1);
+    w.apply(sent(id));
+    w.apply(rejected(id, "wrong data"));
+    let t = w.apply(completed(id, Some(date(2026, 3, 1))));
+    assert_eq!(actions(&t), ["reply.conflict", "domain.conflict"]);
+    let d = w.domain("example.ru");
+    assert_eq!((d.status, d.phase), (DomainStatus::Error, Phase::Conflict));
+    // A late acknowledgement of a settled request is no contradiction.
+    let (mut w, id) = World::domain_request("example.ru", 1);
+    w.apply(sent(id));
+    w.apply(completed(id, Some(date(2026, 3, 1))));
+    let t = w.apply(ack(id));
+    assert_eq!(actions(&t), ["reply.ignored"]);
+    assert_eq!(w.domain("example.ru").phase, Phase::Done);
 }
 
 #[test]
@@ -1078,9 +1159,11 @@ fn duplicate_reply_is_logged_noop() {
 
     w.apply(completed(id, Some(date(2026, 3, 1))));
     let registered = w.s.clone();
+    // The same outcome again, or a late acknowledgement, contradicts nothing: logged only.
+    // (Contradicting outcomes raise a conflict: see conflict_* below.)
     for again in [
-        completed(id, Some(date(2099, 1, 1))),
-        rejected(id, "too late"),
+        completed(id, Some(date(2026, 3, 1))),
+        completed(id, None),
         ack(id),
     ] {
         let t = w.apply(again);
@@ -1614,9 +1697,10 @@ fn resolve_error_settles_queued_request_as_rejected() {
         (d.status, d.phase),
         (DomainStatus::Error, Phase::SettledByOperator)
     );
-    // A registrar reply after that is logged only.
+    // A registrar reply that says it was done after all contradicts that: a conflict.
     let t = w.apply(completed(id, None));
-    assert_eq!(actions(&t), ["reply.ignored"]);
+    assert_eq!(actions(&t), ["reply.conflict", "domain.conflict"]);
+    assert_eq!(w.domain("example.ru").phase, Phase::Conflict);
 }
 
 #[test]

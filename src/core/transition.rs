@@ -1218,6 +1218,9 @@ impl Work<'_> {
             return self.complete_owner(&r, handle.clone(), *expires, evidence);
         }
         if r.state.is_settled() {
+            if let Some(why) = self.contradiction(&r, &outcome)? {
+                return self.raise_conflict(&r, why, evidence);
+            }
             let msg = format!(
                 "reply logged only: the request is already {}",
                 r.state.as_str()
@@ -1288,6 +1291,71 @@ impl Work<'_> {
                     ev,
                 )?;
             }
+        }
+        Ok(())
+    }
+
+    /// How a reply contradicts the outcome already applied to a settled request, if it does: a
+    /// rejection after a completion, a completion after a rejection, or a completion with
+    /// another expiry date than the domain has (issue 9 part A, item 3). A late
+    /// acknowledgement, or a repeat of the same outcome, contradicts nothing.
+    fn contradiction(
+        &mut self,
+        r: &Request,
+        outcome: &ReplyOutcome,
+    ) -> Result<Option<String>, CoreError> {
+        Ok(match (r.state, outcome) {
+            (RequestState::Completed, ReplyOutcome::Rejected { reason }) => Some(format!(
+                "the registrar now refuses request {} that it completed before: {reason}",
+                r.id
+            )),
+            (RequestState::Rejected, ReplyOutcome::Completed { .. }) => Some(format!(
+                "the registrar now reports request {} completed after refusing it ({})",
+                r.id,
+                r.last_error.as_deref().unwrap_or("no reason kept")
+            )),
+            (
+                RequestState::Completed,
+                ReplyOutcome::Completed {
+                    expires: Some(e), ..
+                },
+            ) => match &r.domain {
+                Some(dn) => {
+                    let d = self.domain(dn)?;
+                    match d.expires {
+                        Some(have) if have != *e => Some(format!(
+                            "the registrar now reports expiry {e} for {dn}, but {have} was applied (request {})",
+                            r.id
+                        )),
+                        _ => None,
+                    }
+                }
+                None => None,
+            },
+            _ => None,
+        })
+    }
+
+    /// Puts the request's domain in the visible [`Phase::Conflict`] with the reason (its
+    /// status stays: nothing is undone until an operator resolves it); a client request's
+    /// conflict is logged on the request as `reply.conflict`. Never a silent `reply.ignored`.
+    // Hook: the notices issue sends an operator notice on "domain.conflict" / "reply.conflict".
+    fn raise_conflict(
+        &mut self,
+        r: &Request,
+        why: String,
+        evidence: Evidence,
+    ) -> Result<(), CoreError> {
+        self.note_request(r, "reply.conflict", why.clone(), evidence.clone());
+        if let Some(dn) = &r.domain {
+            let mut d = self.domain(dn)?;
+            d.phase = Phase::Conflict;
+            d.last_error = Some(format!("conflict: {why}"));
+            let ev = Evidence {
+                request_id: Some(r.id),
+                ..evidence
+            };
+            self.put_domain(d, "domain.conflict", format!("conflict: {why}"), ev);
         }
         Ok(())
     }

@@ -25,6 +25,11 @@ pub struct ClassifyContext {
     pub message_id_host: String,
     /// The registrar's sender addresses (`[registrar] senders`), lower-case.
     pub registrar_senders: Vec<String>,
+    /// What replies and bounces must prove (issue 9 part A); the default asks nothing.
+    pub trust: crate::trust::TrustConfig,
+    /// The envelope sender template of our requests (`...+{token}@...`), where real bounces
+    /// come back.
+    pub envelope_template: String,
 }
 
 impl ClassifyContext {
@@ -35,7 +40,11 @@ impl ClassifyContext {
         message_id_host: &str,
         registrar_senders: impl IntoIterator<Item = impl AsRef<str>>,
     ) -> Self {
+        let trust = crate::trust::TrustConfig::default();
         ClassifyContext {
+            envelope_template: crate::trust::envelope_template(&trust, callback_address.trim())
+                .to_lowercase(),
+            trust,
             callback_address: callback_address.trim().to_lowercase(),
             message_id_host: message_id_host.trim().to_lowercase(),
             registrar_senders: registrar_senders
@@ -43,6 +52,14 @@ impl ClassifyContext {
                 .map(|s| s.as_ref().trim().to_lowercase())
                 .collect(),
         }
+    }
+
+    /// The same context with what replies and bounces must prove (issue 9 part A).
+    pub fn with_trust(mut self, trust: crate::trust::TrustConfig) -> Self {
+        self.envelope_template =
+            crate::trust::envelope_template(&trust, &self.callback_address).to_lowercase();
+        self.trust = trust;
+        self
     }
 
     /// True when `address` (an addr-spec) is one of the registrar's senders.

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use jiff::Timestamp;
 
 use super::classify::{Class, ClassifyContext, Decision, classify, decide};
-use super::correlate::{Correlation, ReplyFacts, Signal, correlate, token_from_message_id};
+use super::correlate::{Correlation, ReplyFacts, Signal, correlate};
 use super::parse::{ParseLimits, ParsedMail, parse};
 use super::rules::{RuleMatch, Rules};
 use super::source::Processor;
@@ -119,11 +119,29 @@ impl Intake {
                 let Class::Bounce(info) = &class else {
                     return Err("a bounce decision without bounce details".into());
                 };
-                let target = assigned.or_else(|| {
-                    info.original_message_id
-                        .as_deref()
-                        .and_then(|id| token_from_message_id(id, &self.classify.message_id_host))
-                });
+                // A bounce moves state only when it proves itself (issue 9 part A, item 4).
+                let proven = match assigned {
+                    Some(rid) => Ok(rid),
+                    None => super::bounce::prove(
+                        &super::auth::header_fields(raw),
+                        &mail,
+                        info,
+                        &self.classify.envelope_template,
+                        &self.classify.message_id_host,
+                        &self.classify.trust,
+                    )
+                    .and_then(|t| RequestId::parse(&t).map_err(|e| e.0)),
+                };
+                let target = match proven {
+                    Ok(rid) => Some(rid),
+                    Err(why) => {
+                        v.state = InboxState::Quarantined;
+                        v.reason =
+                            format!("{why}; kept, changes nothing (an operator can assign it)");
+                        v.mail = Some(mail);
+                        return Ok(v);
+                    }
+                };
                 match target {
                     // Only a request that was sent can bounce: anything else is forged or not ours.
                     Some(rid)
@@ -183,6 +201,21 @@ impl Intake {
                     v.mail = Some(mail);
                     return Ok(v);
                 };
+                // Only an authenticated reply moves state (issue 9 part A, item 1); an
+                // operator's assignment is the operator's decision.
+                let level = self.classify.trust.authentication;
+                let trust = super::auth::assess(raw, &mail.from, &self.classify.trust);
+                if assigned.is_none() && !trust.passes(level) {
+                    v.state = InboxState::Quarantined;
+                    v.reason = format!(
+                        "rule {} matched, but the reply is {}; kept, changes nothing (an operator can assign it)",
+                        m.rule,
+                        trust.why_not(level)
+                    );
+                    v.mail = Some(mail);
+                    return Ok(v);
+                }
+                let auth = trust.authenticated(level).then(|| trust.evidence());
                 let found = match assigned {
                     Some(rid) => Correlation::Found {
                         request: rid,
@@ -203,6 +236,20 @@ impl Intake {
                     }
                 };
                 match found {
+                    // Weak correlation (the domain name or handle only) needs an authenticated
+                    // reply (issue 9 part A, item 2).
+                    Correlation::Found {
+                        request,
+                        signal: signal @ (Signal::Domain | Signal::Handle),
+                    } if auth.is_none() => {
+                        v.state = InboxState::Unmatched;
+                        v.reason = format!(
+                            "rule {} matched; only the {} ties it to request {request}, and a reply that is not authenticated is not tied by that alone ({}); assign it after checking",
+                            m.rule,
+                            signal.as_str(),
+                            trust.reasons(level)
+                        );
+                    }
                     Correlation::Found { request, signal } => {
                         v.state = InboxState::Applied;
                         v.reason = format!(
@@ -219,6 +266,7 @@ impl Intake {
                                 rule: Some(m.rule.clone()),
                                 correlation: Some(signal.as_str().into()),
                                 task_id: m.captures.task_id.clone(),
+                                auth: auth.clone(),
                                 ..Evidence::default()
                             },
                         });
@@ -238,7 +286,9 @@ impl Intake {
     /// record, its index entries and a log line, in one transaction.
     pub fn settle(&self, rec: &InboxMessage, mut v: Verdict) -> Result<InboxMessage, String> {
         let now = Timestamp::now();
-        // A second copy of a message (same Message-ID) changes nothing: logged only.
+        // A second copy of a message (same Message-ID) changes nothing: logged only. Only a
+        // copy that moved state counts as the first (the index holds only applied copies), so
+        // a forged first copy cannot hide the real reply (issue 12 item 3).
         if let Some(mid) = v.mail.as_ref().and_then(|m| m.message_id.clone())
             && let Some(first) = self
                 .store
@@ -246,6 +296,11 @@ impl Intake {
                 .map_err(|e| e.to_string())?
             && first != rec.key
             && v.event.is_some()
+            && self
+                .store
+                .inbox_message(&first)
+                .map_err(|e| e.to_string())?
+                .is_some_and(|f| f.state == InboxState::Applied)
         {
             v.state = InboxState::Ignored;
             v.reason =
@@ -318,7 +373,9 @@ impl Intake {
                     Vec::new(),
                 ));
             }
-            if let Some(mid) = &record.message_id {
+            if let Some(mid) = &record.message_id
+                && record.state == InboxState::Applied
+            {
                 x.index_put
                     .push((message_id_key(mid), record.key.as_bytes().to_vec()));
             }

@@ -13,6 +13,8 @@
 //!
 //! Correlation to a request and the status change come after this and live elsewhere.
 
+pub mod auth;
+pub mod bounce;
 pub mod classify;
 pub mod correlate;
 pub mod imap;

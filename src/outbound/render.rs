@@ -30,6 +30,9 @@ pub struct RequestSettings {
     pub pay_type: Option<String>,
     /// The charset requests are written in.
     pub charset: Charset,
+    /// The envelope sender template, `{token}` for the request's token (VERP, issue 9 part
+    /// A): a real bounce of this request comes back to its own address.
+    pub envelope: String,
 }
 
 impl std::fmt::Debug for RequestSettings {
@@ -53,7 +56,7 @@ pub const PASSWORD_MASK: &str = "********";
 pub struct RenderedRequest {
     /// The Subject (ASCII).
     pub subject: String,
-    /// Envelope sender (the callback address).
+    /// Envelope sender: the request's own address (VERP, `[outbound] envelope_sender`).
     pub from: Address,
     /// Envelope recipients: the gateway, then the BCC address if any.
     pub recipients: Vec<Address>,
@@ -233,7 +236,9 @@ pub fn render(
     recipients.extend(settings.bcc.clone());
     Ok(RenderedRequest {
         subject,
-        from: settings.callback.clone(),
+        from: crate::trust::envelope_sender(&settings.envelope, &req.id.token())
+            .parse::<Address>()
+            .unwrap_or_else(|_| settings.callback.clone()),
         recipients,
         bytes,
         copy,

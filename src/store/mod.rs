@@ -115,6 +115,8 @@ pub struct Counts {
     pub pending_messages: u64,
     /// Last log sequence number.
     pub log_seq: u64,
+    /// Domains in the Conflict phase (issue 9 part A).
+    pub conflicts: u64,
 }
 
 const META_LOG_SEQ: &[u8] = b"log_seq";
@@ -151,6 +153,10 @@ fn key_join(parts: &[&[u8]]) -> Vec<u8> {
 
 fn domain_status_key(status: DomainStatus, name: &DomainName) -> Vec<u8> {
     key_join(&[b"ds", status.as_str().as_bytes(), name.as_str().as_bytes()])
+}
+/// Index key: a domain in [`crate::core::Phase::Conflict`] (issue 9 part A), counted in /metrics.
+fn domain_conflict_key(name: &DomainName) -> Vec<u8> {
+    key_join(&[b"dx", name.as_str().as_bytes()])
 }
 fn domain_client_key(client: &ClientId, name: &DomainName) -> Vec<u8> {
     key_join(&[b"dc", client.as_str().as_bytes(), name.as_str().as_bytes()])
@@ -386,6 +392,15 @@ impl Store {
                         if let Some(k) = domain_expiry_key(old) {
                             index.remove(k)?;
                         }
+                    }
+                    if old
+                        .as_ref()
+                        .is_some_and(|o| o.phase == crate::core::Phase::Conflict)
+                    {
+                        index.remove(domain_conflict_key(&d.name))?;
+                    }
+                    if d.phase == crate::core::Phase::Conflict {
+                        index.insert(domain_conflict_key(&d.name), &[])?;
                     }
                     index.insert(domain_status_key(d.status, &d.name), &[])?;
                     index.insert(domain_client_key(&d.client_id, &d.name), &[])?;
@@ -686,6 +701,7 @@ impl Store {
             .index
             .scan_prefix(inbox::inbox_state_key(inbox::InboxState::Pending, ""))
             .count() as u64;
+        c.conflicts = self.index.scan_prefix(key_join(&[b"dx", b""])).count() as u64;
         c.log_seq = self.log_seq()?;
         Ok(c)
     }

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+/// The in-process intake for mail corpora and DKIM test keys (issue 9).
+pub mod intake;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_regmail");
 
