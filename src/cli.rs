@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::config::{Config, TOKEN_ENV};
 
+mod import;
 mod init;
 mod log;
 mod ops;
@@ -41,6 +42,15 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon.
     Serve,
+    /// Import an existing portfolio (clients with handles, Registered domains) from JSON lines
+    /// or CSV; prints the rejected rows with their line numbers; exit 1 if any was rejected.
+    Import {
+        /// The file (`.csv` is read as CSV, anything else as JSON lines).
+        file: PathBuf,
+        /// csv or jsonl (default: by the file's extension).
+        #[arg(long)]
+        format: Option<String>,
+    },
     /// Check the configuration: print every problem with its key; exit 1 if there is any.
     CheckConfig,
     /// Show one domain: status, phase, expiry, client, open request.
@@ -624,6 +634,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     )?;
                 }
             }
+        }
+        Command::Import { file, format } => {
+            return import::run(cli.json, &client, &file, format.as_deref(), out);
         }
         Command::Reload => {
             let v = client.post("/v1/reload", &json!({}))?;

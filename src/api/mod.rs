@@ -2,6 +2,7 @@
 //! Routes are listed in [`router`]; README.md has curl examples.
 
 pub mod error;
+pub mod import;
 pub mod inbound;
 pub mod input;
 pub mod ops;
@@ -120,6 +121,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/inbox/dismiss", post(inbound::dismiss))
         .route("/rules/test", post(inbound::test))
         .route("/reload", post(inbound::reload))
+        .route("/import", post(import::import))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(ops::healthz))

@@ -3,6 +3,7 @@
 
 pub mod event;
 pub mod ids;
+pub mod import;
 pub mod log;
 pub mod model;
 pub mod transition;

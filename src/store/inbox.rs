@@ -146,7 +146,9 @@ impl Store {
             }
             Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
         }
-        self.db.flush()?;
+        drop(_guard);
+        self.note_commit();
+        self.durable()?;
         Ok(Received::New(Box::new(rec)))
     }
 
@@ -263,7 +265,8 @@ impl Store {
         let k = key_join(&[b"imap", mailbox.as_bytes()]);
         let n = (u64::from(uidvalidity) << 32) | u64::from(uid);
         self.meta.insert(k, &n.to_be_bytes())?;
-        self.db.flush()?;
+        self.note_commit();
+        self.durable()?;
         Ok(())
     }
 }

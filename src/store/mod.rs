@@ -3,10 +3,12 @@
 //! followed by a flush before anyone is told it happened.
 
 mod codec;
+mod durable;
 pub mod inbox;
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -18,6 +20,7 @@ use crate::core::{
     LogEntry, Request, RequestId, RequestState, StateView, Transition, ViewError,
 };
 use codec::{decode, encode};
+use durable::{domain_count_key, request_count_key};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +141,9 @@ pub struct Store {
     inbox: sled::Tree,
     raw: sled::Tree,
     writer: Mutex<()>,
+    /// Group commit (durable.rs): writes committed so far, and how many of them are flushed.
+    committed: AtomicU64,
+    flushed: Mutex<u64>,
 }
 
 fn key_join(parts: &[&[u8]]) -> Vec<u8> {
@@ -242,13 +248,23 @@ impl Store {
             raw: tree("raw")?,
             db,
             writer: Mutex::new(()),
+            committed: AtomicU64::new(0),
+            flushed: Mutex::new(0),
+        })
+        .and_then(|store| {
+            store.ensure_counters()?;
+            Ok(store)
         })
     }
 
     /// Applies one event durably: core transition, one sled transaction, flush.
     pub fn apply(&self, event: Event, ctx: &mut Ctx<'_>) -> Result<Applied, ApplyError> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        self.apply_locked(Some(event), ctx, None)
+        let applied = {
+            let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            self.apply_locked(Some(event), ctx, None)?
+        };
+        self.durable()?;
+        Ok(applied)
     }
 
     /// Applies an event (or none) together with `extra` writes, in one transaction. While `f`
@@ -259,8 +275,12 @@ impl Store {
         ctx: &mut Ctx<'_>,
         extra: ExtraWrite<'_>,
     ) -> Result<Applied, ApplyError> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        self.apply_locked(event, ctx, Some(extra))
+        let applied = {
+            let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            self.apply_locked(event, ctx, Some(extra))?
+        };
+        self.durable()?;
+        Ok(applied)
     }
 
     /// Applies one event under an idempotency key: the same key and body replays the first
@@ -274,7 +294,7 @@ impl Store {
         ctx: &mut Ctx<'_>,
         answer: impl FnOnce(&Transition) -> (u16, serde_json::Value),
     ) -> Result<Idempotent, ApplyError> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(raw) = self
             .idempotency
             .get(key.as_bytes())
@@ -304,6 +324,8 @@ impl Store {
             }
         };
         let applied = self.apply_locked(Some(event), ctx, Some(&mut remember))?;
+        drop(guard);
+        self.durable()?;
         Ok(Idempotent::Applied(applied))
     }
 
@@ -319,6 +341,17 @@ impl Store {
             None => Transition::default(),
         };
         let extra = extra.map(|f| f(&t)).unwrap_or_default();
+        self.write_transition(t, extra, now)
+    }
+
+    /// Writes a transition and its extras in one transaction (the caller holds the writer
+    /// lock and makes it durable after releasing it).
+    fn write_transition(
+        &self,
+        t: Transition,
+        extra: Extra,
+        now: Timestamp,
+    ) -> Result<Applied, ApplyError> {
         if t.is_noop()
             && extra.idempotency.is_empty()
             && extra.inbox.is_empty()
@@ -351,6 +384,7 @@ impl Store {
         for r in &t.requests {
             old_requests.push(self.request(r.id)?);
         }
+        let counters = self.counter_updates(&t, &old_domains, &old_requests)?;
         let first_seq = self.log_seq()? + 1;
         let log_seqs: Vec<u64> = (first_seq..first_seq + all_log.len() as u64).collect();
         let now_ms = now.as_millisecond().to_be_bytes();
@@ -445,6 +479,9 @@ impl Store {
                 if let Some(n) = t.handle_counter {
                     meta.insert(META_HANDLE_COUNTER, &n.to_be_bytes())?;
                 }
+                for (k, n) in &counters {
+                    meta.insert(k.as_slice(), &n.to_be_bytes())?;
+                }
                 for e in &t.effects {
                     match e {
                         Effect::Send(id) => {
@@ -488,7 +525,8 @@ impl Store {
             }
             Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e).into()),
         }
-        self.db.flush().map_err(StoreError::from)?;
+        // Made durable by the caller after it releases the writer lock (group commit).
+        self.note_commit();
         Ok(Applied {
             transition: t,
             log_seqs,
@@ -677,19 +715,14 @@ impl Store {
     /// Counts per status and queue, for status lines and metrics.
     pub fn counts(&self) -> Result<Counts, StoreError> {
         let mut c = Counts::default();
+        // Kept per status in `meta` by every write (durable.rs): no scan of the indexes.
         for s in DomainStatus::ALL {
-            let n = self
-                .index
-                .scan_prefix(key_join(&[b"ds", s.as_str().as_bytes(), b""]))
-                .count() as u64;
-            c.domains.push((s.as_str().to_owned(), n));
+            c.domains
+                .push((s.as_str().to_owned(), self.counter(&domain_count_key(s))?));
         }
         for s in RequestState::ALL {
-            let n = self
-                .index
-                .scan_prefix(key_join(&[b"rs", s.as_str().as_bytes(), b""]))
-                .count() as u64;
-            c.requests.push((s.as_str().to_owned(), n));
+            c.requests
+                .push((s.as_str().to_owned(), self.counter(&request_count_key(s))?));
         }
         c.outbox = self.outbox.len() as u64;
         c.awaiting_reply = self.deadlines.len() as u64;
