@@ -11,6 +11,7 @@ pub mod health;
 pub mod idsource;
 pub mod inbound;
 pub mod logging;
+pub mod notices;
 pub mod outbound;
 pub mod reload;
 pub mod sandbox;

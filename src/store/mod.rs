@@ -4,6 +4,7 @@
 
 mod codec;
 pub mod inbox;
+pub mod notices;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -135,6 +136,12 @@ pub struct Store {
     meta: sled::Tree,
     inbox: sled::Tree,
     raw: sled::Tree,
+    /// Account users (`u` keys) and webhook endpoints (`w` keys) (src/store/notices.rs).
+    users: sled::Tree,
+    /// Notices (the event feed), deliveries, their queue, counters (src/store/notices.rs).
+    notices: sled::Tree,
+    /// The hosting company's operators, from `[notices] operators` (for the fan-out).
+    operators: std::sync::RwLock<Vec<crate::notices::model::Operator>>,
     writer: Mutex<()>,
 }
 
@@ -195,6 +202,10 @@ pub struct Extra {
     pub index_del: Vec<Vec<u8>>,
     /// Log entries appended after the transition's own.
     pub log: Vec<crate::core::LogDraft>,
+    /// `users` tree writes (None: remove the key).
+    pub users: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// `notices` tree writes (None: remove the key).
+    pub notices: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 /// Encodes a value in the store's format (for [`Extra`] writes built outside this module).
@@ -234,6 +245,9 @@ impl Store {
             meta: tree("meta")?,
             inbox: tree("inbox")?,
             raw: tree("raw")?,
+            users: tree("users")?,
+            notices: tree("notices")?,
+            operators: std::sync::RwLock::new(Vec::new()),
             db,
             writer: Mutex::new(()),
         })
@@ -312,8 +326,23 @@ impl Store {
             Some(e) => core::apply(self, e, ctx)?,
             None => Transition::default(),
         };
-        let extra = extra.map(|f| f(&t)).unwrap_or_default();
+        let mut extra = extra.map(|f| f(&t)).unwrap_or_default();
+        // The notices the transition asks for, fanned out, join the same transaction.
+        let drafts: Vec<&crate::core::NoticeDraft> = t
+            .effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Notify(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        if !drafts.is_empty() {
+            let (writes, _) = self.plan_notices(&drafts, "core", now)?;
+            extra.notices.extend(writes);
+        }
         if t.is_noop()
+            && extra.users.is_empty()
+            && extra.notices.is_empty()
             && extra.idempotency.is_empty()
             && extra.inbox.is_empty()
             && extra.index_put.is_empty()
@@ -361,6 +390,8 @@ impl Store {
             &self.idempotency,
             &self.meta,
             &self.inbox,
+            &self.users,
+            &self.notices,
         );
         let result: Result<(), TransactionError<String>> = trees.transaction(
             |(
@@ -375,6 +406,8 @@ impl Store {
                 idem_tree,
                 meta,
                 inbox,
+                users,
+                notices,
             )| {
                 for c in &t.clients {
                     clients.insert(c.id.as_str().as_bytes(), encode(c))?;
@@ -445,6 +478,8 @@ impl Store {
                         Effect::DisarmDeadline(id) => {
                             deadlines.remove(&id.as_bytes()[..])?;
                         }
+                        // Written below from the fan-out plan (`extra.notices`).
+                        Effect::Notify(_) => {}
                     }
                 }
                 for (k, v) in &extra.idempotency {
@@ -458,6 +493,14 @@ impl Store {
                 }
                 for (k, v) in &index_put {
                     index.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (tree, writes) in [(users, &extra.users), (notices, &extra.notices)] {
+                    for (k, v) in writes {
+                        match v {
+                            Some(v) => tree.insert(k.as_slice(), v.as_slice())?,
+                            None => tree.remove(k.as_slice())?,
+                        };
+                    }
                 }
                 Ok(())
             },
