@@ -2,6 +2,7 @@
 //! control panels. See ARCHITECTURE.md for the map of the code.
 
 pub mod api;
+pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod core;

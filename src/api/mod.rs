@@ -4,6 +4,7 @@
 pub mod error;
 pub mod inbound;
 pub mod input;
+pub mod notices;
 pub mod ops;
 pub mod views;
 
@@ -60,6 +61,8 @@ pub struct AppState {
     pub source_health: Option<Arc<crate::inbound::source::SourceHealth>>,
     /// How often the reply source should succeed (readiness allows three misses).
     pub source_poll: std::time::Duration,
+    /// The notice engine's templates, channel wake-ups and counters (None: not running).
+    pub notices: Option<crate::notices::NoticeHub>,
 }
 
 impl AppState {
@@ -83,6 +86,7 @@ impl AppState {
             health: Arc::default(),
             source_health: None,
             source_poll: std::time::Duration::from_secs(60),
+            notices: None,
         }
     }
 }
@@ -116,12 +120,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/inbox/dismiss", post(inbound::dismiss))
         .route("/rules/test", post(inbound::test))
         .route("/reload", post(inbound::reload))
+        .merge(notices::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .nest("/v1", v1)
+        .merge(notices::public_routes())
         .method_not_allowed_fallback(|| async {
             ApiError {
                 status: StatusCode::METHOD_NOT_ALLOWED,
@@ -189,8 +195,16 @@ fn apply_now(state: &AppState, event: Event, field: &str) -> Result<Applied, Api
     Ok(applied)
 }
 
-/// Wakes the outbox worker when the transition queued a request.
+/// Wakes the outbox worker when the transition queued a request (and the notice channels when
+/// it wrote a notice).
 fn wake_outbox(state: &AppState, t: &crate::core::Transition) {
+    if let Some(h) = &state.notices
+        && t.effects
+            .iter()
+            .any(|e| matches!(e, crate::core::Effect::Notify(_)))
+    {
+        h.wake();
+    }
     if t.effects
         .iter()
         .any(|e| matches!(e, crate::core::Effect::Send(_)))

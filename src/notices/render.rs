@@ -97,6 +97,29 @@ pub fn email(env: &Envelope<'_>, subject: &str, body: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// The exact body of a notice's webhook: `{"type", "timestamp", "data"}` (Standard Webhooks'
+/// payload shape). Built from stored data only, so every retry sends the same bytes.
+pub fn webhook_body(n: &super::model::Notice) -> Vec<u8> {
+    let mut data: serde_json::Map<String, serde_json::Value> = n
+        .data
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    data.insert("notice_id".into(), n.id.into());
+    if let Some(c) = &n.client {
+        data.insert("client_id".into(), c.clone().into());
+    }
+    if let Some(d) = &n.domain {
+        data.insert("domain_ascii".into(), d.clone().into());
+    }
+    let v = serde_json::json!({
+        "type": n.kind,
+        "timestamp": n.created.to_string(),
+        "data": data,
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -337,8 +337,9 @@ impl Store {
             })
             .collect();
         if !drafts.is_empty() {
-            let (writes, _) = self.plan_notices(&drafts, "core", now)?;
+            let (writes, users, _) = self.plan_notices(&drafts, "core", now)?;
             extra.notices.extend(writes);
+            extra.users.extend(users);
         }
         if t.is_noop()
             && extra.users.is_empty()

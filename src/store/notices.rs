@@ -19,7 +19,9 @@ use super::codec::{decode, encode};
 use super::{ApplyError, Extra, Store, StoreError, Transition};
 use crate::core::{Ctx, IdSource, NoticeDraft, Policy, RequestId};
 use crate::notices::catalogue::{self, Audience};
-use crate::notices::model::{Delivery, DeliveryState, Endpoint, Notice, Operator, User};
+use crate::notices::model::{
+    Channel, Delivery, DeliveryState, Endpoint, Notice, Operator, Role, User,
+};
 use crate::notices::rules::fanout;
 
 const SEQ_NOTICE: &[u8] = b"snotice";
@@ -55,9 +57,16 @@ pub fn delivery_key(id: u64) -> Vec<u8> {
     k.extend_from_slice(&id.to_be_bytes());
     k
 }
-/// Queue key of a delivery due at `at`.
-pub fn queue_key(at: Timestamp, id: u64) -> Vec<u8> {
-    let mut k = vec![b'q'];
+fn channel_byte(ch: Channel) -> u8 {
+    match ch {
+        Channel::Email => b'e',
+        Channel::Webhook => b'w',
+    }
+}
+
+/// Queue key of a delivery on `ch` due at `at`.
+pub fn queue_key(ch: Channel, at: Timestamp, id: u64) -> Vec<u8> {
+    let mut k = vec![b'q', channel_byte(ch)];
     k.extend_from_slice(&(at.as_millisecond().max(0) as u64).to_be_bytes());
     k.extend_from_slice(&id.to_be_bytes());
     k
@@ -85,6 +94,10 @@ pub enum Posted {
     /// The key was seen with another body.
     Mismatch,
 }
+
+/// A fan-out plan: `notices` tree writes, `users` tree writes (an owner made from the
+/// client's contact), the notices written.
+pub type Plan = (Vec<Write>, Vec<Write>, Vec<Notice>);
 
 /// Writes that a closure decides under the writer lock, plus what it returns.
 pub type Decision<T> = Result<(Extra, T), ApplyError>;
@@ -145,8 +158,9 @@ impl Store {
         drafts: &[&NoticeDraft],
         source: &str,
         now: Timestamp,
-    ) -> Result<(Vec<Write>, Vec<Notice>), StoreError> {
+    ) -> Result<Plan, StoreError> {
         let mut writes = Vec::new();
+        let mut writes_users = Vec::new();
         let mut notices = Vec::new();
         let mut nid = self.seq(SEQ_NOTICE)?;
         let mut did = self.seq(SEQ_DELIVERY)?;
@@ -161,7 +175,16 @@ impl Store {
             nid += 1;
             let client = draft.client.as_ref().map(|c| c.as_str().to_owned());
             let users = match (&client, nt.audience) {
-                (Some(c), Audience::Customer) => self.users_of(c)?,
+                (Some(c), Audience::Customer) => {
+                    let mut users = self.users_of(c)?;
+                    if !users.iter().any(|u| u.role == Role::Owner)
+                        && let Some(owner) = self.owner_from_contact(c, now)?
+                    {
+                        writes_users.push(user_write(&owner));
+                        users.push(owner);
+                    }
+                    users
+                }
                 _ => Vec::new(),
             };
             let targets = fanout(nt, &users, &operators, &endpoints);
@@ -187,7 +210,7 @@ impl Store {
                     created: now,
                 };
                 if t.active {
-                    writes.push((queue_key(now, did), Some(Vec::new())));
+                    writes.push((queue_key(t.channel, now, did), Some(Vec::new())));
                 }
                 writes.push((delivery_key(did), Some(encode(&d))));
                 ids.push(did);
@@ -209,7 +232,38 @@ impl Store {
         }
         writes.push((SEQ_NOTICE.to_vec(), Some(nid.to_be_bytes().to_vec())));
         writes.push((SEQ_DELIVERY.to_vec(), Some(did.to_be_bytes().to_vec())));
-        Ok((writes, notices))
+        Ok((writes, writes_users, notices))
+    }
+
+    /// The owner a client gets from its contact when none was given (issue 10 §1): user id
+    /// `owner`, the contact's name and e-mail, Russian. None for an unknown client.
+    pub fn owner_from_contact(
+        &self,
+        client: &str,
+        now: Timestamp,
+    ) -> Result<Option<User>, StoreError> {
+        let Ok(id) = crate::core::ClientId::parse(client) else {
+            return Ok(None);
+        };
+        let Some(c) = self.client(&id)? else {
+            return Ok(None);
+        };
+        if c.contact.email.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(User {
+            client: client.to_owned(),
+            id: "owner".into(),
+            name: c.contact.name.clone(),
+            email: c.contact.email.clone(),
+            phone: c.contact.phone.clone(),
+            language: crate::notices::model::Language::Ru,
+            role: Role::Owner,
+            subscriptions: Default::default(),
+            subscriptions_set_by: None,
+            created: now,
+            updated: now,
+        }))
     }
 
     /// Writes a panel notice (`POST /v1/notices`) with its fan-out, once per Idempotency-Key.
@@ -233,7 +287,7 @@ impl Store {
                 })?;
                 return Ok((Extra::default(), Posted::Replay(n)));
             }
-            let (mut writes, mut notices) = s.plan_notices(&[&draft], "panel", now)?;
+            let (mut writes, users, mut notices) = s.plan_notices(&[&draft], "panel", now)?;
             let Some(n) = notices.pop() else {
                 return Err(StoreError::Corrupt {
                     key: draft.kind.clone(),
@@ -251,6 +305,7 @@ impl Store {
             Ok((
                 Extra {
                     notices: writes,
+                    users,
                     ..Extra::default()
                 },
                 Posted::New(n),
@@ -354,14 +409,19 @@ impl Store {
     pub fn all_deliveries(&self) -> Result<Vec<Delivery>, StoreError> {
         Self::scan(&self.notices, b"d")
     }
-    /// Queued deliveries due at `now`, oldest first.
-    pub fn due_deliveries(&self, now: Timestamp, limit: usize) -> Result<Vec<u64>, StoreError> {
-        let end = queue_key(now, u64::MAX);
+    /// Queued deliveries on `ch` due at `now`, oldest first.
+    pub fn due_deliveries(
+        &self,
+        ch: Channel,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let end = queue_key(ch, now, u64::MAX);
         let mut out = Vec::new();
-        for kv in self.notices.range(b"q".to_vec()..end) {
+        for kv in self.notices.range(vec![b'q', channel_byte(ch)]..end) {
             let (k, _) = kv?;
-            if k.len() == 17 {
-                out.push(be_u64(&k[9..]));
+            if k.len() == 18 {
+                out.push(be_u64(&k[10..]));
             }
             if out.len() >= limit {
                 break;
@@ -369,12 +429,12 @@ impl Store {
         }
         Ok(out)
     }
-    /// When the earliest queued delivery is due.
-    pub fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        match self.notices.scan_prefix(b"q").next() {
+    /// When the earliest queued delivery on `ch` is due.
+    pub fn next_due(&self, ch: Channel) -> Result<Option<Timestamp>, StoreError> {
+        match self.notices.scan_prefix([b'q', channel_byte(ch)]).next() {
             Some(kv) => {
                 let (k, _) = kv?;
-                Ok(Timestamp::from_millisecond(be_u64(&k[1..9.min(k.len())]) as i64).ok())
+                Ok(Timestamp::from_millisecond(be_u64(&k[2..10.min(k.len())]) as i64).ok())
             }
             None => Ok(None),
         }
@@ -395,10 +455,10 @@ impl Store {
 pub fn delivery_update(old: &Delivery, new: &Delivery) -> Vec<Write> {
     let mut w = Vec::new();
     if let (DeliveryState::Queued, Some(at)) = (old.state, old.next_at) {
-        w.push((queue_key(at, old.id), None));
+        w.push((queue_key(old.channel, at, old.id), None));
     }
     if let (DeliveryState::Queued, Some(at)) = (new.state, new.next_at) {
-        w.push((queue_key(at, new.id), Some(Vec::new())));
+        w.push((queue_key(new.channel, at, new.id), Some(Vec::new())));
     }
     w.push((delivery_key(new.id), Some(encode(new))));
     w

@@ -53,6 +53,8 @@ pub struct Options {
     pub max_body_bytes: Option<usize>,
     /// The outbound transport.
     pub outbound: Outbound,
+    /// More configuration text appended as is (e.g. a `[notices]` section).
+    pub extra_config: String,
 }
 
 impl Options {
@@ -203,6 +205,7 @@ pub fn write_config_named(dir: &Path, name: &str, port: u16, opts: &Options) -> 
         ));
     }
     text.push_str("\n[log]\nfilter = \"info\"\n");
+    text.push_str(&opts.extra_config);
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write config");
     path
@@ -441,6 +444,13 @@ impl Daemon {
                     Body::Json(v) => rb.send_json(v),
                     Body::Raw(b) => rb.content_type("application/json").send(b),
                 }
+            }
+            "DELETE" => {
+                let mut rb = self.agent.delete(&url);
+                if auth {
+                    rb = rb.header("Authorization", &bearer);
+                }
+                rb.call()
             }
             other => panic!("method {other} is not supported by the harness"),
         };
