@@ -20,6 +20,9 @@ fi
 echo "== mail stack (Postfix + Dovecot on 127.0.0.1)"
 scripts/mailstack.sh up
 
+echo "== test dependencies (the standardwebhooks verifier from PyPI)"
+scripts/test-deps.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -11,6 +11,9 @@ use secrecy::SecretString;
 
 use crate::core::{Policy, ReplyDeadlines};
 
+pub mod notices;
+pub use notices::NoticesConfig;
+
 /// The environment variable that carries the API token (wins over `[api] token_file`).
 pub const TOKEN_ENV: &str = "REGMAIL_API_TOKEN";
 /// The systemd credential name for the API token (`LoadCredential=api-token:...`).
@@ -234,6 +237,8 @@ pub struct Config {
     pub auto_renew: Option<AutoRenew>,
     /// `[log] filter`: a `RUST_LOG`-style filter (`RUST_LOG` wins when set).
     pub log_filter: String,
+    /// `[notices]`: users' and operators' notices, e-mail and webhooks.
+    pub notices: NoticesConfig,
     /// Where the file was read from (None: embedded defaults).
     pub source: Option<PathBuf>,
     /// What a reply or bounce must prove (`[registrar] authentication`, `[inbound]
@@ -285,6 +290,7 @@ impl Config {
             "deadlines",
             "renewal",
             "log",
+            "notices",
         ];
         for key in root.keys() {
             if !known.contains(&key.as_str()) {
@@ -826,12 +832,14 @@ impl Config {
         }
 
         let trust = read_trust(&mut r, &reg, &ib, &ob, &registrar.callback, &smtp);
+        let notices = notices::read(&mut r, &root, &base, api.listen, &registrar.message_id_host);
 
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
         }
         Ok(Config {
             trust,
+            notices,
             store,
             api,
             registrar,

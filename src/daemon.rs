@@ -77,10 +77,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let policy = config.policy(&setup.profile);
     let charset = setup.settings.charset;
     let callback = setup.settings.callback.to_string();
+    let hub = crate::notices::NoticeHub::new(
+        crate::notices::templates::Templates::load(config.notices.templates_dir.as_deref())
+            .map_err(|e| anyhow::anyhow!("notice templates: {e}"))?,
+    );
+    store.set_operators(notice_operators(&config));
     let reloadable = Reloadable {
         config_path: config.source.clone(),
         rules: Arc::new(RwLock::new(Arc::new(rules))),
         outbound: Arc::new(RwLock::new(Arc::new(setup))),
+        notice_templates: Some(hub.templates.clone()),
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -153,6 +159,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .iter()
             .map(|s| s.expose_secret().to_owned()),
     ));
+    app.notices = Some(hub.clone());
     let state = Arc::new(app);
     drop(token);
 
@@ -186,6 +193,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .with_health(health.clone(), outbox_beat);
     let outbox = tokio::spawn(worker.run(stop_rx.clone()));
+    let notice_email = tokio::spawn(
+        crate::channels::email::EmailChannel {
+            store: store.clone(),
+            hub: hub.clone(),
+            transport: config.transport().map_err(anyhow::Error::msg)?,
+            config: config.notices.clone(),
+            beat: Some(health.worker("notice-email", smtp_timeout * 8 + Duration::from_secs(10))),
+        }
+        .run(stop_rx.clone()),
+    );
+    let notice_webhook = tokio::spawn(
+        crate::channels::webhook::WebhookChannel {
+            store: store.clone(),
+            hub: hub.clone(),
+            config: config.notices.clone(),
+            beat: Some(health.worker(
+                "notice-webhook",
+                config.notices.webhook_timeout * 40 + Duration::from_secs(10),
+            )),
+        }
+        .run(stop_rx.clone()),
+    );
     let processor: Arc<dyn Processor> = intake.clone();
     let source_name;
     let source = match &config.inbound.source {
@@ -266,7 +295,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = pinger.await;
     let _ = notifier.await;
     // The workers finish the message in hand; a bound keeps shutdown bounded.
-    for (name, task) in [("outbox worker", outbox), ("reply source", source)] {
+    for (name, task) in [
+        ("outbox worker", outbox),
+        ("reply source", source),
+        ("notice e-mail", notice_email),
+        ("notice webhooks", notice_webhook),
+    ] {
         if tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .is_err()
@@ -281,6 +315,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || flush_store.flush()).await??;
     tracing::info!("stopped; store flushed");
     Ok(())
+}
+
+/// The operators of `[notices] operators`, for operator notices.
+fn notice_operators(config: &Config) -> Vec<crate::notices::model::Operator> {
+    let language = crate::notices::model::Language::parse(&config.notices.operator_language)
+        .unwrap_or(crate::notices::model::Language::En);
+    config
+        .notices
+        .operators
+        .iter()
+        .map(|e| crate::notices::model::Operator {
+            email: e.clone(),
+            language,
+        })
+        .collect()
 }
 
 /// Proves the API serves: a real HTTP request to /healthz every 5 s; each answer is a beat.

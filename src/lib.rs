@@ -2,6 +2,7 @@
 //! control panels. See ARCHITECTURE.md for the map of the code.
 
 pub mod api;
+pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod core;
@@ -12,6 +13,7 @@ pub mod health;
 pub mod idsource;
 pub mod inbound;
 pub mod logging;
+pub mod notices;
 pub mod outbound;
 pub mod preflight;
 pub mod redact;

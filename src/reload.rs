@@ -15,6 +15,8 @@ pub struct Reloadable {
     pub rules: Arc<RwLock<Arc<Rules>>>,
     /// Registrar profile and request settings.
     pub outbound: Arc<RwLock<Arc<OutboundSetup>>>,
+    /// Notice e-mail templates (`[notices] templates_dir`), when the notice engine runs.
+    pub notice_templates: Option<Arc<RwLock<Arc<crate::notices::templates::Templates>>>>,
 }
 
 impl Reloadable {
@@ -24,6 +26,10 @@ impl Reloadable {
         let config = Config::load(self.config_path.as_deref()).map_err(|e| e.to_string())?;
         let rules = config.load_rules()?;
         let setup = config.outbound_setup()?;
+        let notice_templates =
+            crate::notices::templates::Templates::load(config.notices.templates_dir.as_deref())
+                .map_err(|e| format!("notice templates: {e}"))?;
+        let notice_source = notice_templates.source.clone();
         let n = rules.len();
         let profile = setup.profile.source.clone();
         if let Ok(mut g) = self.rules.write() {
@@ -32,8 +38,13 @@ impl Reloadable {
         if let Ok(mut g) = self.outbound.write() {
             *g = Arc::new(setup);
         }
+        if let Some(t) = &self.notice_templates
+            && let Ok(mut g) = t.write()
+        {
+            *g = Arc::new(notice_templates);
+        }
         Ok(format!(
-            "reloaded: {n} reply rules, templates from {profile}"
+            "reloaded: {n} reply rules, templates from {profile}, notice templates from {notice_source}"
         ))
     }
 }

@@ -5,6 +5,7 @@ pub mod error;
 pub mod import;
 pub mod inbound;
 pub mod input;
+pub mod notices;
 pub mod ops;
 pub mod server;
 pub mod views;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub source_poll: std::time::Duration,
     /// Masks the configured secrets in every view of stored mail.
     pub redactor: Arc<crate::redact::Redactor>,
+    /// The notice engine's templates, channel wake-ups and counters (None: not running).
+    pub notices: Option<crate::notices::NoticeHub>,
 }
 
 impl AppState {
@@ -88,6 +91,7 @@ impl AppState {
             source_health: None,
             source_poll: std::time::Duration::from_secs(60),
             redactor: Arc::new(crate::redact::Redactor::new([token.expose_secret()])),
+            notices: None,
         }
     }
 }
@@ -122,12 +126,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/rules/test", post(inbound::test))
         .route("/reload", post(inbound::reload))
         .route("/import", post(import::import))
+        .merge(notices::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .nest("/v1", v1)
+        .merge(notices::public_routes())
         .method_not_allowed_fallback(|| async {
             ApiError {
                 status: StatusCode::METHOD_NOT_ALLOWED,
@@ -202,8 +208,16 @@ fn apply_now(state: &AppState, event: Event, field: &str) -> Result<Applied, Api
     Ok(applied)
 }
 
-/// Wakes the outbox worker when the transition queued a request.
+/// Wakes the outbox worker when the transition queued a request (and the notice channels when
+/// it wrote a notice).
 fn wake_outbox(state: &AppState, t: &crate::core::Transition) {
+    if let Some(h) = &state.notices
+        && t.effects
+            .iter()
+            .any(|e| matches!(e, crate::core::Effect::Notify(_)))
+    {
+        h.wake();
+    }
     if t.effects
         .iter()
         .any(|e| matches!(e, crate::core::Effect::Send(_)))

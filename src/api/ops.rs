@@ -40,6 +40,7 @@ pub async fn readyz(State(state): Shared) -> Response {
     for w in state.health.stuck(now) {
         problems.push(format!("worker stuck: {w}"));
     }
+    problems.extend(super::notices::readiness(&state.store, now));
     let h = &state.health;
     let last_ok = h.transport_last_ok_ms.load(Ordering::Relaxed);
     let last_err = h.transport_last_error_ms.load(Ordering::Relaxed);
@@ -217,6 +218,10 @@ pub async fn metrics(State(state): Shared) -> Response {
         h.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
     );
     let _ = writeln!(out, "{name}_count {cumulative}");
+    let st = state.clone();
+    if let Ok(text) = tokio::task::spawn_blocking(move || super::notices::metrics_text(&st)).await {
+        out.push_str(&text);
+    }
     (
         [(
             header::CONTENT_TYPE,

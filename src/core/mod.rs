@@ -6,6 +6,7 @@ pub mod ids;
 pub mod import;
 pub mod log;
 pub mod model;
+pub mod notice;
 pub mod transition;
 pub mod view;
 
@@ -16,6 +17,7 @@ pub use model::{
     Client, ClientStatus, Contact, Domain, DomainStatus, Organization, Person, Phase, Registrant,
     Request, RequestKind, RequestState,
 };
+pub use notice::NoticeDraft;
 pub use transition::{CoreError, Ctx, IdSource, Policy, ReplyDeadlines, apply};
 pub use view::{Effect, MemState, StateView, Transition, ViewError};
 

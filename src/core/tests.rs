@@ -1933,6 +1933,7 @@ enum Inv {
     OneOpenRequestPerOwner,
     WaitingRequestsHaveDeadlines,
     HandlesNeverReused,
+    NoticesFollowChanges,
 }
 
 fn client_status(c: &Client) -> String {
@@ -2213,6 +2214,54 @@ fn run(steps: &[(SignedDuration, Op)], checks: &[Inv]) -> Result<(), TestCaseErr
 /// Checks on a transition against the state it was computed from (before it is committed).
 fn check_transition(inv: Inv, before: &MemState, t: &Transition) -> Result<(), String> {
     match inv {
+        Inv::NoticesFollowChanges => {
+            // The list, stated on (status before, status after), independently of
+            // core::notice: every such change carries its notice, and no notice comes alone.
+            let mut want = Vec::new();
+            for d in &t.domains {
+                let old = before.domains.get(&d.name);
+                let was = old.map(|o| o.status);
+                let kind = match (was, d.status) {
+                    (Some(DomainStatus::Renewing), DomainStatus::Registered)
+                        if old.and_then(|o| o.expires) != d.expires =>
+                    {
+                        Some("domain.renewed")
+                    }
+                    (Some(DomainStatus::Registered | DomainStatus::Renewing), _)
+                        if d.status == DomainStatus::Registered =>
+                    {
+                        None
+                    }
+                    (_, DomainStatus::Registered) => Some("domain.registered"),
+                    (Some(DomainStatus::Renewing), DomainStatus::Error) => {
+                        Some("domain.renewal_failed")
+                    }
+                    (
+                        Some(DomainStatus::Registering | DomainStatus::AwaitingPayment),
+                        DomainStatus::Error,
+                    ) => Some("domain.registration_failed"),
+                    _ => None,
+                };
+                if let Some(k) = kind {
+                    want.push((k.to_owned(), d.name.clone()));
+                }
+            }
+            let mut got: Vec<(String, DomainName)> = t
+                .effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Notify(n) => Some((n.kind.clone(), n.domain.clone()?)),
+                    _ => None,
+                })
+                .collect();
+            want.sort();
+            got.sort();
+            if want != got {
+                return Err(format!(
+                    "notices {got:?}, but the changes call for {want:?}"
+                ));
+            }
+        }
         Inv::UnpaidSendsNothing => {
             for r in t
                 .requests
@@ -2487,7 +2536,7 @@ fn check_state(inv: Inv, h: &Harness) -> Result<(), String> {
                 }
             }
         }
-        Inv::DomainRequestNeedsRegisteredClient => {}
+        Inv::DomainRequestNeedsRegisteredClient | Inv::NoticesFollowChanges => {}
     }
     Ok(())
 }
@@ -2652,6 +2701,13 @@ proptest! {
     #[test]
     fn prop_waiting_request_has_armed_deadline(steps in steps_strategy()) {
         run(&steps, &[Inv::WaitingRequestsHaveDeadlines])?;
+    }
+
+    /// No state change that has a notice type commits without its notice (and no notice
+    /// without its change): domain registered, registration failed, renewed, renewal failed.
+    #[test]
+    fn prop_changes_carry_their_notices(steps in steps_strategy()) {
+        run(&steps, &[Inv::NoticesFollowChanges])?;
     }
 
     /// The handle counter only grows, and no handle is given to two clients.

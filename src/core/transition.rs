@@ -158,6 +158,7 @@ pub fn apply(
         clients: BTreeMap::new(),
         domains: BTreeMap::new(),
         requests: BTreeMap::new(),
+        originals: BTreeMap::new(),
         t: Transition::default(),
     };
     match event {
@@ -405,11 +406,24 @@ struct Work<'a> {
     clients: BTreeMap<ClientId, Client>,
     domains: BTreeMap<DomainName, Domain>,
     requests: BTreeMap<RequestId, Request>,
+    /// Each changed domain as it was before this event (for its notice).
+    originals: BTreeMap<DomainName, Option<Domain>>,
     t: Transition,
 }
 
 impl Work<'_> {
     fn finish(mut self) -> Transition {
+        // A change that has a notice type carries its notice (DESIGN.md §10), judged on the
+        // domain before the event and after it, whatever steps it went through.
+        for d in self.domains.values() {
+            let before = match self.originals.get(&d.name) {
+                Some(b) => b.clone(),
+                None => self.view.domain(&d.name).ok().flatten(),
+            };
+            if let Some(n) = super::notice::domain_notice(before.as_ref(), d) {
+                self.t.effects.push(Effect::Notify(n));
+            }
+        }
         self.t.clients = self.clients.into_values().collect();
         self.t.domains = self.domains.into_values().collect();
         self.t.requests = self.requests.into_values().collect();
@@ -489,6 +503,9 @@ impl Work<'_> {
 
     fn put_domain(&mut self, mut d: Domain, action: &str, message: String, evidence: Evidence) {
         let before = self.find_domain(&d.name).ok().flatten();
+        self.originals
+            .entry(d.name.clone())
+            .or_insert_with(|| before.clone());
         d.updated = self.now;
         self.log(LogDraft {
             at: self.now,

@@ -39,6 +39,8 @@ pub enum Effect {
     ArmDeadline(RequestId, Timestamp),
     /// Disarm the request's reply deadline.
     DisarmDeadline(RequestId),
+    /// Write a notice (and its fan-out) with this change (DESIGN.md §10).
+    Notify(super::notice::NoticeDraft),
 }
 
 /// The result of one event: every entity that changed (its new value), the log entries, the
@@ -89,6 +91,8 @@ pub struct MemState {
     pub deadlines: BTreeMap<RequestId, Timestamp>,
     /// Last handle counter.
     pub counter: u64,
+    /// Notices written, in order.
+    pub notices: Vec<super::notice::NoticeDraft>,
 }
 
 impl MemState {
@@ -124,6 +128,7 @@ impl MemState {
                 Effect::DisarmDeadline(id) => {
                     self.deadlines.remove(id);
                 }
+                Effect::Notify(n) => self.notices.push(n.clone()),
             }
         }
         if let Some(c) = t.handle_counter {

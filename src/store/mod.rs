@@ -5,6 +5,7 @@
 mod codec;
 mod durable;
 pub mod inbox;
+pub mod notices;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -140,6 +141,12 @@ pub struct Store {
     meta: sled::Tree,
     inbox: sled::Tree,
     raw: sled::Tree,
+    /// Account users (`u` keys) and webhook endpoints (`w` keys) (src/store/notices.rs).
+    users: sled::Tree,
+    /// Notices (the event feed), deliveries, their queue, counters (src/store/notices.rs).
+    notices: sled::Tree,
+    /// The hosting company's operators, from `[notices] operators` (for the fan-out).
+    operators: std::sync::RwLock<Vec<crate::notices::model::Operator>>,
     writer: Mutex<()>,
     /// Group commit (durable.rs): writes committed so far, and how many of them are flushed.
     committed: AtomicU64,
@@ -207,6 +214,10 @@ pub struct Extra {
     pub index_del: Vec<Vec<u8>>,
     /// Log entries appended after the transition's own.
     pub log: Vec<crate::core::LogDraft>,
+    /// `users` tree writes (None: remove the key).
+    pub users: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// `notices` tree writes (None: remove the key).
+    pub notices: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 /// Encodes a value in the store's format (for [`Extra`] writes built outside this module).
@@ -246,6 +257,9 @@ impl Store {
             meta: tree("meta")?,
             inbox: tree("inbox")?,
             raw: tree("raw")?,
+            users: tree("users")?,
+            notices: tree("notices")?,
+            operators: std::sync::RwLock::new(Vec::new()),
             db,
             writer: Mutex::new(()),
             committed: AtomicU64::new(0),
@@ -349,10 +363,26 @@ impl Store {
     fn write_transition(
         &self,
         t: Transition,
-        extra: Extra,
+        mut extra: Extra,
         now: Timestamp,
     ) -> Result<Applied, ApplyError> {
+        // The notices the transition asks for, fanned out, join the same transaction.
+        let drafts: Vec<&crate::core::NoticeDraft> = t
+            .effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Notify(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        if !drafts.is_empty() {
+            let (writes, users, _) = self.plan_notices(&drafts, "core", now)?;
+            extra.notices.extend(writes);
+            extra.users.extend(users);
+        }
         if t.is_noop()
+            && extra.users.is_empty()
+            && extra.notices.is_empty()
             && extra.idempotency.is_empty()
             && extra.inbox.is_empty()
             && extra.index_put.is_empty()
@@ -401,6 +431,8 @@ impl Store {
             &self.idempotency,
             &self.meta,
             &self.inbox,
+            &self.users,
+            &self.notices,
         );
         let result: Result<(), TransactionError<String>> = trees.transaction(
             |(
@@ -415,6 +447,8 @@ impl Store {
                 idem_tree,
                 meta,
                 inbox,
+                users,
+                notices,
             )| {
                 for c in &t.clients {
                     clients.insert(c.id.as_str().as_bytes(), encode(c))?;
@@ -497,6 +531,8 @@ impl Store {
                         Effect::DisarmDeadline(id) => {
                             deadlines.remove(&id.as_bytes()[..])?;
                         }
+                        // Written below from the fan-out plan (`extra.notices`).
+                        Effect::Notify(_) => {}
                     }
                 }
                 for (k, v) in &extra.idempotency {
@@ -510,6 +546,14 @@ impl Store {
                 }
                 for (k, v) in &index_put {
                     index.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (tree, writes) in [(users, &extra.users), (notices, &extra.notices)] {
+                    for (k, v) in writes {
+                        match v {
+                            Some(v) => tree.insert(k.as_slice(), v.as_slice())?,
+                            None => tree.remove(k.as_slice())?,
+                        };
+                    }
                 }
                 Ok(())
             },

@@ -604,6 +604,13 @@ impl Daemon {
                     Body::Raw(b) => rb.content_type("application/json").send(b),
                 }
             }
+            "DELETE" => {
+                let mut rb = self.agent.delete(&url);
+                if auth {
+                    rb = rb.header("Authorization", &bearer);
+                }
+                rb.call()
+            }
             other => panic!("method {other} is not supported by the harness"),
         };
         let mut resp = result.unwrap_or_else(|e| {

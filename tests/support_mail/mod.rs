@@ -645,6 +645,8 @@ pub struct MailConfig {
     pub log_filter: String,
     /// `outbound.retry_initial`, `outbound.retry_max`.
     pub retry: (String, String),
+    /// More configuration text appended as is (e.g. a `[notices]` section).
+    pub extra: String,
 }
 
 impl Default for MailConfig {
@@ -657,6 +659,7 @@ impl Default for MailConfig {
             pay_type: None,
             log_filter: "info".into(),
             retry: ("500ms".into(), "2s".into()),
+            extra: String::new(),
         }
     }
 }
@@ -727,6 +730,7 @@ impl MailConfig {
             Out::Dir => {}
         }
         t += &format!("[log]\nfilter = {}\n", toml_str(&self.log_filter));
+        t += &self.extra;
         t
     }
 }
