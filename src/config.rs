@@ -839,6 +839,7 @@ impl Config {
                 .org_handle_suffix
                 .clone()
                 .unwrap_or_else(|| profile.handles.org_suffix.clone()),
+            tld_rules: profile.tld_rules.clone(),
             ..Policy::default()
         }
     }
