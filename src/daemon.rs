@@ -73,6 +73,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let wake = Arc::new(Notify::new());
     let health = Arc::new(Health::default());
+    // One redactor for every view of stored mail and for what the action log keeps of it.
+    let redactor = Arc::new(crate::redact::Redactor::new(
+        config
+            .secrets()
+            .iter()
+            .map(|s| s.expose_secret().to_owned()),
+    ));
     let intake = Arc::new(Intake {
         store: store.clone(),
         rules: reloadable.rules.clone(),
@@ -85,11 +92,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         limits: ParseLimits {
             max_size: config.inbound.max_message_bytes as usize,
             max_depth: config.inbound.max_nesting,
+            max_headers: config.inbound.max_header_fields,
+            max_header_bytes: config.inbound.max_header_bytes,
             ..ParseLimits::default()
         },
         fallback: charset.encoding(),
         outbox_wake: Some(wake.clone()),
         health: Some(health.clone()),
+        redactor: redactor.clone(),
     });
     // Messages stored before a crash but not processed yet come first.
     let pending = {
@@ -131,12 +141,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     app.health = health.clone();
     app.source_health = Some(source_health.clone());
     app.source_poll = intake_poll;
-    app.redactor = Arc::new(crate::redact::Redactor::new(
-        config
-            .secrets()
-            .iter()
-            .map(|s| s.expose_secret().to_owned()),
-    ));
+    app.redactor = redactor;
     let state = Arc::new(app);
     drop(token);
 
