@@ -30,8 +30,11 @@ fn duration(d: jiff::SignedDuration, default: Duration) -> Duration {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // Room for the API's connection cap below the descriptor limit (crate::api::server).
     let nofile = crate::files::raise_nofile_limit();
+    let (max_connections, max_waiting) =
+        api::server::connection_cap(config.api.max_connections, nofile);
     let api_limits = api::server::ServerLimits {
-        max_connections: api::server::connection_cap(config.api.max_connections, nofile),
+        max_connections,
+        max_waiting,
         header_read_timeout: duration(config.api.header_read_timeout, Duration::from_secs(10)),
         idle_timeout: duration(config.api.idle_timeout, Duration::from_secs(60)),
     };
@@ -67,8 +70,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         rules: Arc::new(RwLock::new(Arc::new(rules))),
         outbound: Arc::new(RwLock::new(Arc::new(setup))),
     };
-    let listener = tokio::net::TcpListener::bind(config.api.listen)
-        .await
+    let listener = api::server::bind(config.api.listen)
         .with_context(|| format!("cannot listen on {} (api.listen)", config.api.listen))?;
 
     let wake = Arc::new(Notify::new());
