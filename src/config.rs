@@ -66,7 +66,7 @@ pub struct ApiConfig {
     /// Largest request body accepted; larger is 413.
     pub max_body_bytes: usize,
     /// Most API connections open at once (default 512); never more than the descriptor limit
-    /// leaves room for (crate::api::server). Past it, the oldest idle connection is closed.
+    /// leaves room for (src/api/server.rs). Past it, the oldest idle connection is closed.
     pub max_connections: usize,
     /// A client must send a request's whole header within this (default 10 s).
     pub header_read_timeout: SignedDuration,
