@@ -264,6 +264,24 @@ fn hostile_content_ends_as_expected_and_never_shows_a_secret() {
         let want = if *is_dir { 0o700 } else { 0o600 };
         assert_eq!(*mode, want, "{} is {mode:o}", p.display());
     }
+    // A token in a URL is never logged, at any level (the request span carries the path).
+    let token = d.token.clone();
+    let r = d.call(
+        "GET",
+        &format!("/v1/inbox?token={token}"),
+        &[],
+        Body::None,
+        true,
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    let r = d.call(
+        "GET",
+        &format!("/v1/stats?access_token={token}"),
+        &[],
+        Body::None,
+        false,
+    );
+    assert_eq!(r.status, 401, "{}", r.text);
     // Verbose logging was really on, and the harness scans every line of it at drop.
     assert!(
         d.stderr().contains("tower_http::trace") && d.stderr().contains("DEBUG sled"),
