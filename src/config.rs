@@ -138,6 +138,10 @@ pub struct InboundConfig {
     /// Raw bytes of settled messages older than this many days are deleted by the scheduler
     /// (default 90; 0 keeps them forever); the record and the decision stay.
     pub keep_raw_days: u32,
+    /// Most header fields in a message's top header section (default 500).
+    pub max_header_fields: usize,
+    /// Largest top header section, in octets (default 256 KiB).
+    pub max_header_bytes: usize,
 }
 
 /// `[imap]`: the callback mailbox.
@@ -665,6 +669,8 @@ impl Config {
                 "authserv_ids",
                 "dkim_keys",
                 "bounce_hosts",
+                "max_header_fields",
+                "max_header_bytes",
             ],
         );
         let reply_source = match r.string(&ib, "inbound", "source").as_deref() {
@@ -690,6 +696,12 @@ impl Config {
             keep_raw_days: r
                 .int(&ib, "inbound", "keep_raw_days", 0, 100_000)
                 .unwrap_or(90) as u32,
+            max_header_fields: r
+                .int(&ib, "inbound", "max_header_fields", 10, 100_000)
+                .unwrap_or(500) as usize,
+            max_header_bytes: r
+                .int(&ib, "inbound", "max_header_bytes", 1024, 64 << 20)
+                .unwrap_or(256 << 10) as usize,
             poll_interval: r
                 .duration(&ib, "inbound", "poll_interval")
                 .unwrap_or(SignedDuration::from_secs(1)),
@@ -870,6 +882,7 @@ impl Config {
                 .org_handle_suffix
                 .clone()
                 .unwrap_or_else(|| profile.handles.org_suffix.clone()),
+            tld_rules: profile.tld_rules.clone(),
             ..Policy::default()
         }
     }

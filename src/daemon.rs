@@ -45,8 +45,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     // Room for the API's connection cap below the descriptor limit (crate::api::server).
     let nofile = crate::files::raise_nofile_limit();
+    let (max_connections, max_waiting) =
+        api::server::connection_cap(config.api.max_connections, nofile);
     let api_limits = api::server::ServerLimits {
-        max_connections: api::server::connection_cap(config.api.max_connections, nofile),
+        max_connections,
+        max_waiting,
         header_read_timeout: duration(config.api.header_read_timeout, Duration::from_secs(10)),
         idle_timeout: duration(config.api.idle_timeout, Duration::from_secs(60)),
     };
@@ -88,12 +91,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         outbound: Arc::new(RwLock::new(Arc::new(setup))),
         notice_templates: Some(hub.templates.clone()),
     };
-    let listener = tokio::net::TcpListener::bind(config.api.listen)
-        .await
+    let listener = api::server::bind(config.api.listen)
         .with_context(|| format!("cannot listen on {} (api.listen)", config.api.listen))?;
 
     let wake = Arc::new(Notify::new());
     let health = Arc::new(Health::default());
+    // One redactor for every view of stored mail and for what the action log keeps of it.
+    let redactor = Arc::new(crate::redact::Redactor::new(
+        config
+            .secrets()
+            .iter()
+            .map(|s| s.expose_secret().to_owned()),
+    ));
     let intake = Arc::new(Intake {
         store: store.clone(),
         rules: reloadable.rules.clone(),
@@ -107,11 +116,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         limits: ParseLimits {
             max_size: config.inbound.max_message_bytes as usize,
             max_depth: config.inbound.max_nesting,
+            max_headers: config.inbound.max_header_fields,
+            max_header_bytes: config.inbound.max_header_bytes,
             ..ParseLimits::default()
         },
         fallback: charset.encoding(),
         outbox_wake: Some(wake.clone()),
         health: Some(health.clone()),
+        redactor: redactor.clone(),
     });
     // Messages stored before a crash but not processed yet come first.
     let pending = {
@@ -153,12 +165,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     app.health = health.clone();
     app.source_health = Some(source_health.clone());
     app.source_poll = intake_poll;
-    app.redactor = Arc::new(crate::redact::Redactor::new(
-        config
-            .secrets()
-            .iter()
-            .map(|s| s.expose_secret().to_owned()),
-    ));
+    app.redactor = redactor;
     app.notices = Some(hub.clone());
     let state = Arc::new(app);
     drop(token);

@@ -14,10 +14,16 @@ pub fn init_tracing(filter: &str) {
     };
     // sled traces every key and batch it writes (stored messages, with whatever secret a reply
     // quoted), hyper traces raw request bytes: never below debug for them either.
-    let filter = ["sled=debug", "hyper=debug", "hyper_util=debug"]
-        .iter()
-        .filter_map(|d| d.parse().ok())
-        .fold(filter, |f, d| f.add_directive(d));
+    // (Only when something asks for trace: a directive would otherwise raise them to debug.)
+    let filter = if filter.max_level_hint() == Some(tracing_subscriber::filter::LevelFilter::TRACE)
+    {
+        ["sled=debug", "hyper=debug", "hyper_util=debug"]
+            .iter()
+            .filter_map(|d| d.parse().ok())
+            .fold(filter, |f, d| f.add_directive(d))
+    } else {
+        filter
+    };
     use std::io::IsTerminal;
     // Under systemd (JOURNAL_STREAM set, systemd.exec(5)) log with native journald fields;
     // otherwise plain text on stderr. Never both.

@@ -92,21 +92,29 @@ impl Redactor {
         if self.forms.is_empty() {
             return Cow::Borrowed(raw);
         }
-        let lines = split_lines(raw);
         let mut out = Vec::with_capacity(raw.len());
         let mut changed = false;
-        let mut i = 0;
-        while i < lines.len() {
-            let (s, e, _) = lines[i];
+        let mut pos = 0;
+        while pos < raw.len() {
+            let (s, e, next) = line_at(raw, pos);
             if !is_base64_line(&raw[s..e]) {
-                out.extend_from_slice(&raw[s..lines[i].2]);
-                i += 1;
+                out.extend_from_slice(&raw[s..next]);
+                pos = next;
                 continue;
             }
-            let mut j = i;
-            while j < lines.len() && is_base64_line(&raw[lines[j].0..lines[j].1]) {
-                j += 1;
+            // Only the run's lines are collected (memory stays proportional to the run).
+            let mut lines = Vec::new();
+            let mut p = pos;
+            while p < raw.len() {
+                let l = line_at(raw, p);
+                if !is_base64_line(&raw[l.0..l.1]) {
+                    break;
+                }
+                lines.push(l);
+                p = l.2;
             }
+            pos = p;
+            let (i, j) = (0, lines.len());
             let run_start = lines[i].0;
             let run_end = lines[j - 1].2;
             let mut replaced = false;
@@ -144,7 +152,6 @@ impl Redactor {
             if !replaced {
                 out.extend_from_slice(&raw[run_start..run_end]);
             }
-            i = j;
         }
         if changed {
             Cow::Owned(out)
@@ -189,9 +196,13 @@ impl Redactor {
         if self.forms.is_empty() {
             return Cow::Borrowed(raw);
         }
-        // decoded[i] came from raw[origin[i]..origin[i + 1]].
+        if !raw.contains(&b'=') {
+            return self.plain(raw);
+        }
+        // decoded[i] came from raw[origin[i]..]; u32 offsets keep the map at 4 octets per
+        // octet (messages are far below 4 GiB).
         let mut decoded = Vec::with_capacity(raw.len());
-        let mut origin = Vec::with_capacity(raw.len() + 1);
+        let mut origin: Vec<u32> = Vec::with_capacity(raw.len() + 1);
         let mut i = 0;
         while i < raw.len() {
             if raw[i] == b'=' {
@@ -200,7 +211,7 @@ impl Redactor {
                     raw.get(i + 2).and_then(|c| hex_val(*c)),
                 ) {
                     decoded.push(h << 4 | l);
-                    origin.push(i);
+                    origin.push(i as u32);
                     i += 3;
                     continue;
                 }
@@ -219,42 +230,63 @@ impl Redactor {
                 }
             }
             decoded.push(raw[i]);
-            origin.push(i);
+            origin.push(i as u32);
             i += 1;
         }
-        origin.push(raw.len());
+        origin.push(raw.len() as u32);
         // Matches in the decoded stream, as spans of the raw bytes.
         let mut spans: Vec<(usize, usize)> = Vec::new();
         for form in &self.forms {
             let mut from = 0;
             while let Some(at) = find(&decoded, form, from) {
                 let end = at + form.len();
-                spans.push((
-                    origin[at],
-                    origin[end - 1] + raw_len_at(raw, origin[end - 1]),
-                ));
+                let last = origin[end - 1] as usize;
+                spans.push((origin[at] as usize, last + raw_len_at(raw, last)));
                 from = end;
             }
         }
         if spans.is_empty() {
             return Cow::Borrowed(raw);
         }
-        spans.sort_unstable();
-        let mut out = Vec::with_capacity(raw.len());
-        let mut last = 0;
-        for (s, e) in spans {
-            if s < last {
-                // Overlaps a span already masked: extend it.
-                last = last.max(e);
-                continue;
-            }
-            out.extend_from_slice(&raw[last..s]);
-            out.extend_from_slice(MASK.as_bytes());
-            last = e;
-        }
-        out.extend_from_slice(&raw[last..]);
-        Cow::Owned(out)
+        drop(origin);
+        drop(decoded);
+        splice_mask(raw, spans)
     }
+
+    /// Plain forms only (no quoted-printable in sight).
+    fn plain<'a>(&self, raw: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut spans = Vec::new();
+        for form in &self.forms {
+            let mut from = 0;
+            while let Some(at) = find(raw, form, from) {
+                spans.push((at, at + form.len()));
+                from = at + form.len();
+            }
+        }
+        if spans.is_empty() {
+            return Cow::Borrowed(raw);
+        }
+        splice_mask(raw, spans)
+    }
+}
+
+/// `raw` with each span (possibly overlapping) replaced by the mask.
+fn splice_mask(raw: &[u8], mut spans: Vec<(usize, usize)>) -> Cow<'_, [u8]> {
+    spans.sort_unstable();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut last = 0;
+    for (s, e) in spans {
+        if s < last {
+            // Overlaps a span already masked: extend it.
+            last = last.max(e);
+            continue;
+        }
+        out.extend_from_slice(&raw[last..s]);
+        out.extend_from_slice(MASK.as_bytes());
+        last = e;
+    }
+    out.extend_from_slice(&raw[last..]);
+    Cow::Owned(out)
 }
 
 /// The length of the raw unit at `i`: 3 for a `=XX` escape, else 1.
@@ -274,7 +306,10 @@ fn raw_len_at(raw: &[u8], i: usize) -> usize {
 /// UTF-8), white space around `:` or `=`. R01's request carries `password: <value>`.
 pub fn mask_password_lines(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
-    for (s, e, next) in split_lines(raw) {
+    let mut pos = 0;
+    while pos < raw.len() {
+        let (s, e, next) = line_at(raw, pos);
+        pos = next;
         let line = &raw[s..e];
         match password_value_start(line) {
             Some(v) if line[v..].iter().any(|c| !c.is_ascii_whitespace()) => {
@@ -317,29 +352,20 @@ fn password_value_start(line: &[u8]) -> Option<usize> {
     Some(k)
 }
 
-/// Lines as (start, end without the line ending, start of the next line).
-fn split_lines(raw: &[u8]) -> Vec<(usize, usize, usize)> {
-    let mut v = Vec::new();
-    let mut s = 0;
-    while s < raw.len() {
-        match raw[s..].iter().position(|&c| c == b'\n') {
-            Some(p) => {
-                let nl = s + p;
-                let e = if nl > s && raw[nl - 1] == b'\r' {
-                    nl - 1
-                } else {
-                    nl
-                };
-                v.push((s, e, nl + 1));
-                s = nl + 1;
-            }
-            None => {
-                v.push((s, raw.len(), raw.len()));
-                s = raw.len();
-            }
+/// The line starting at `pos`: (start, end without the line ending, start of the next line).
+fn line_at(raw: &[u8], pos: usize) -> (usize, usize, usize) {
+    match raw[pos..].iter().position(|&c| c == b'\n') {
+        Some(p) => {
+            let nl = pos + p;
+            let e = if nl > pos && raw[nl - 1] == b'\r' {
+                nl - 1
+            } else {
+                nl
+            };
+            (pos, e, nl + 1)
         }
+        None => (pos, raw.len(), raw.len()),
     }
-    v
 }
 
 fn is_base64_line(line: &[u8]) -> bool {

@@ -280,6 +280,7 @@ fn every_fixture_ends_as_the_manifest_says_through_the_real_intake() {
         fallback: encoding_rs::KOI8_R,
         outbox_wake: None,
         health: None,
+        redactor: Arc::default(),
     };
 
     let mut checked = 0;

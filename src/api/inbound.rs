@@ -75,6 +75,7 @@ pub async fn list(
             None => state.store.inbox_all(limit),
         }
         .map_err(ApiError::from_store)?;
+        let items: Vec<Value> = items.iter().map(|m| shown_record(&state, m)).collect();
         Ok(Json(json!({ "messages": items })))
     })
     .await
@@ -121,6 +122,18 @@ pub async fn show(
     .await
 }
 
+/// A message record as shown: its subject, sender and reason come from the message, so they
+/// are masked like the message itself.
+fn shown_record(state: &AppState, m: &InboxMessage) -> Value {
+    let mut record = serde_json::to_value(m).unwrap_or(Value::Null);
+    for f in ["subject", "from", "reason", "message_id"] {
+        if let Some(t) = record[f].as_str() {
+            record[f] = Value::String(state.redactor.text(t));
+        }
+    }
+    record
+}
+
 /// The answer of [`show`]: decoded and masked; `raw_base64` only when `want_raw`.
 fn view_json(state: &AppState, m: &InboxMessage, raw: &[u8], want_raw: bool) -> Value {
     let (limits, fallback) = match &state.intake {
@@ -137,13 +150,7 @@ fn view_json(state: &AppState, m: &InboxMessage, raw: &[u8], want_raw: bool) -> 
         .iter()
         .map(|(n, v)| [n.clone(), red.text(v)])
         .collect();
-    let mut record = serde_json::to_value(m).unwrap_or(Value::Null);
-    // The record's subject and sender come from the message too.
-    for f in ["subject", "from", "reason"] {
-        if let Some(t) = record[f].as_str() {
-            record[f] = Value::String(red.text(t));
-        }
-    }
+    let record = shown_record(state, m);
     let mut out = json!({ "message": record, "headers": headers, "text": red.text(&view.text) });
     if want_raw {
         let masked = red.raw(raw);

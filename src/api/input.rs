@@ -449,7 +449,7 @@ pub fn registrant_and_contact(o: &Obj<'_>, today: Date) -> Result<(Registrant, C
 
 /// Parses a domain given in a path or body.
 pub fn domain_name(field: &str, s: &str) -> Result<DomainName, ApiError> {
-    DomainName::parse(s).map_err(|e| ApiError::invalid(field, e.0))
+    DomainName::parse_input(s).map_err(|e| ApiError::invalid(field, e.0))
 }
 
 /// Reads `POST /v1/domains`.

@@ -8,6 +8,7 @@ pub mod input;
 pub mod notices;
 pub mod ops;
 pub mod server;
+pub mod strict_json;
 pub mod views;
 
 use std::collections::HashMap;
@@ -249,8 +250,17 @@ async fn read_json(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
     if bytes.is_empty() {
         return Ok(json!({}));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {e}")))
+    strict_json::parse(&bytes).map_err(|e| match e {
+        strict_json::StrictError::Duplicate(path) => ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "duplicate_key",
+            field: path.clone(),
+            message: format!("the key {path:?} is given twice; give it once"),
+        },
+        strict_json::StrictError::Syntax(e) => {
+            ApiError::malformed(format!("the body is not valid JSON: {e}"))
+        }
+    })
 }
 
 fn today() -> jiff::civil::Date {
@@ -468,6 +478,10 @@ async fn order_domain(
     let key = idempotency_key(&headers, "POST /v1/domains")?;
     let v = read_json(&state, &headers, body).await?;
     let order = input::domain_order(&v)?;
+    order
+        .name
+        .check_tld_rules(&state.policy.tld_rules)
+        .map_err(|e| ApiError::invalid("domain", e.0))?;
     if let Some((field, c)) =
         crate::outbound::render::unencodable_description(state.charset, &order.description)
     {

@@ -4,19 +4,21 @@
 //! - At most `max_connections` connections are open, and never more than the descriptor limit
 //!   leaves room for ([`connection_cap`]): the store, the reply source, the outbox and the
 //!   blocking threads keep [`RESERVED_DESCRIPTORS`].
-//! - At the cap, a new connection closes the oldest one that has no request in progress (an
-//!   idle keep-alive or a client still trickling its header in), so a real client always
-//!   gets in; when every connection is busy with a request, the new one is closed at once.
+//! - At the cap, a new connection is admitted only if it shows a whole request header within
+//!   [`ADMISSION_WINDOW`] (a real client sends it at once; an idle or slow one cannot); it then
+//!   closes the oldest connection that has no request in progress (an idle keep-alive or a
+//!   client still trickling its header in) and takes its place. Connections waiting for
+//!   admission are bounded too, so the descriptors never run out.
 //! - A request's header must arrive within `header_read_timeout` (hyper's timer), and a
 //!   connection with no traffic and no request in progress is closed after `idle_timeout`.
 //! - `accept` errors (EMFILE, ENFILE, ECONNABORTED) pause the loop briefly instead of spinning.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
@@ -35,21 +37,27 @@ pub const RESERVED_DESCRIPTORS: u64 = 128;
 pub struct ServerLimits {
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Most connections accepted past the cap at once, each waiting (at most a second) for an
+    /// evicted one to close; with the cap, within the descriptors left ([`connection_cap`]).
+    pub max_waiting: usize,
     /// A request's header must be in within this.
     pub header_read_timeout: Duration,
     /// No traffic and no request in progress for this long closes the connection.
     pub idle_timeout: Duration,
 }
 
-/// The connection cap: the configured one, but never more than `nofile` minus
-/// [`RESERVED_DESCRIPTORS`] (and at least 16).
-pub fn connection_cap(configured: usize, nofile: u64) -> usize {
-    let room = nofile.saturating_sub(RESERVED_DESCRIPTORS).max(16);
-    configured.min(usize::try_from(room).unwrap_or(usize::MAX))
+/// The connection cap and the number that may wait past it: together never more than
+/// `nofile` minus [`RESERVED_DESCRIPTORS`]. The cap is the configured one, but at most three
+/// quarters of that room (and at least 16); the rest may wait.
+pub fn connection_cap(configured: usize, nofile: u64) -> (usize, usize) {
+    let room = usize::try_from(nofile.saturating_sub(RESERVED_DESCRIPTORS))
+        .unwrap_or(usize::MAX)
+        .max(32);
+    let cap = configured.min(room / 4 * 3).max(16);
+    (cap, room.saturating_sub(cap).max(16))
 }
 
 struct Conn {
-    opened: Instant,
     busy: Arc<AtomicUsize>,
     close: Arc<Notify>,
 }
@@ -57,7 +65,13 @@ struct Conn {
 #[derive(Default)]
 struct Registry {
     next: u64,
-    conns: HashMap<u64, Conn>,
+    /// By id, which grows with time: the first entries are the oldest.
+    conns: BTreeMap<u64, Conn>,
+    /// Connections accepted past the cap with their request header in, waiting for a slot.
+    waiting: usize,
+    /// Connections accepted past the cap that have not shown a request header yet, oldest
+    /// first; a newer one pushes out the oldest when there are too many.
+    unproven: BTreeMap<u64, Arc<Notify>>,
 }
 
 impl Registry {
@@ -66,8 +80,7 @@ impl Registry {
         let victim = self
             .conns
             .iter()
-            .filter(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
-            .min_by_key(|(_, c)| c.opened)
+            .find(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
             .map(|(id, _)| *id);
         match victim {
             Some(id) => {
@@ -81,6 +94,23 @@ impl Registry {
     }
 }
 
+/// The listen backlog: a burst of connections waits in the kernel instead of having its SYNs
+/// dropped (a dropped SYN costs a client a one-second retransmission; listen(2), capped by
+/// net.core.somaxconn).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the API's listening socket with [`LISTEN_BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `router` on `listener` until `stop` turns true; connections in progress then get a
 /// graceful shutdown.
 pub async fn serve(
@@ -91,7 +121,7 @@ pub async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let registry = Arc::new(Mutex::new(Registry::default()));
-    let mut evictions: u64 = 0;
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -106,63 +136,86 @@ pub async fn serve(
                 continue;
             }
         };
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                let evicted = registry
-                    .lock()
-                    .map(|mut r| r.evict_oldest_idle())
-                    .unwrap_or(false);
-                if !evicted {
-                    // Every connection is serving a request: this one waits for none of them.
-                    drop(stream);
-                    continue;
-                }
-                evictions += 1;
-                if evictions == 1 || evictions.is_power_of_two() {
-                    tracing::warn!(
-                        cap = limits.max_connections,
-                        evictions,
-                        "api: connection cap reached; closing the oldest idle connections"
-                    );
-                }
-                match tokio::time::timeout(
-                    Duration::from_millis(500),
-                    slots.clone().acquire_owned(),
-                )
-                .await
-                {
-                    Ok(Ok(p)) => p,
-                    _ => {
-                        drop(stream);
-                        continue;
+        // Past the cap, a new connection must show a whole request header within
+        // ADMISSION_WINDOW (a real client sends it at once; an idle or slow one cannot); then
+        // the oldest idle connection makes room for it. Those still silent wait in a bounded
+        // queue where each newcomer pushes out the oldest, so a flood of silent connections
+        // holds few descriptors and cannot keep a real request out; those with a header in
+        // wait (bounded too) for a slot.
+        // A hard bound on the sockets held, whatever state they are in (a connection told to
+        // close holds its descriptor until its task has run).
+        if open.load(Ordering::Acquire) >= limits.max_connections + limits.max_waiting {
+            drop(stream);
+            continue;
+        }
+        let held = OpenGuard::new(open.clone());
+        let permit = slots.clone().try_acquire_owned().ok();
+        let complete = permit.is_none() && header_in_buffer(&stream);
+        let mut kick = None;
+        if permit.is_none() {
+            let half = (limits.max_waiting / 2).max(1);
+            let room = registry
+                .lock()
+                .map(|mut r| {
+                    if complete {
+                        let ok = r.waiting < half;
+                        if ok {
+                            r.waiting += 1;
+                        }
+                        return ok;
                     }
-                }
+                    if r.unproven.len() >= half
+                        && let Some((_, oldest)) = r.unproven.pop_first()
+                    {
+                        oldest.notify_one();
+                    }
+                    r.next += 1;
+                    let id = r.next;
+                    let k = Arc::new(Notify::new());
+                    r.unproven.insert(id, k.clone());
+                    kick = Some((id, k));
+                    true
+                })
+                .unwrap_or(false);
+            if !room {
+                drop(stream);
+                continue;
             }
-        };
+        }
         let _ = stream.set_nodelay(true);
         let busy = Arc::new(AtomicUsize::new(0));
         let close = Arc::new(Notify::new());
-        let id = match registry.lock() {
-            Ok(mut r) => {
-                r.next += 1;
-                let id = r.next;
-                r.conns.insert(
-                    id,
-                    Conn {
-                        opened: Instant::now(),
-                        busy: busy.clone(),
-                        close: close.clone(),
-                    },
-                );
-                id
-            }
-            Err(_) => continue,
-        };
         let router = router.clone();
         let registry = registry.clone();
         let stop = stop.clone();
+        let slots = slots.clone();
         tokio::spawn(async move {
+            let _held = held;
+            let permit = match permit {
+                Some(p) => p,
+                None => {
+                    let got = admit(&stream, kick, &registry, &slots, limits).await;
+                    match got {
+                        Some(p) => p,
+                        None => return,
+                    }
+                }
+            };
+            let id = match registry.lock() {
+                Ok(mut r) => {
+                    r.next += 1;
+                    let id = r.next;
+                    r.conns.insert(
+                        id,
+                        Conn {
+                            busy: busy.clone(),
+                            close: close.clone(),
+                        },
+                    );
+                    id
+                }
+                Err(_) => return,
+            };
             serve_one(stream, router, limits, busy, close, stop).await;
             if let Ok(mut r) = registry.lock() {
                 r.conns.remove(&id);
@@ -170,6 +223,107 @@ pub async fn serve(
             drop(permit);
         });
     }
+}
+
+/// True when a whole request header (or 8 KiB) already waits in the socket's receive buffer:
+/// recv(2) with MSG_PEEK | MSG_DONTWAIT, which neither consumes nor blocks.
+fn header_in_buffer(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 8192];
+    // SAFETY: recv into a local buffer of the length given, on a socket we own.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    let Ok(n) = usize::try_from(n) else {
+        return false;
+    };
+    n == buf.len() || buf[..n].windows(4).any(|w| w == b"\r\n\r\n")
+}
+
+/// How long a connection accepted past the cap has to show a whole request header.
+pub const ADMISSION_WINDOW: Duration = Duration::from_millis(100);
+
+/// Admission past the cap: waits (at most [`ADMISSION_WINDOW`]) for a whole request header in
+/// the socket's receive buffer (peeked, not read), then closes the oldest idle connection and
+/// takes its slot (at most a second: busy connections finish their request first).
+async fn admit(
+    stream: &TcpStream,
+    kick: Option<(u64, Arc<Notify>)>,
+    registry: &Mutex<Registry>,
+    slots: &Arc<Semaphore>,
+    limits: ServerLimits,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Some((id, kick)) = kick {
+        // Not proven yet: wait for the header, unless pushed out or out of time.
+        let mut buf = vec![0u8; 8192];
+        let header = tokio::select! {
+            h = tokio::time::timeout(ADMISSION_WINDOW, async {
+                loop {
+                    stream.readable().await.ok()?;
+                    let n = stream.peek(&mut buf).await.ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    if n == buf.len() || buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        return Some(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }) => matches!(h, Ok(Some(()))),
+            _ = kick.notified() => false,
+        };
+        let proven = registry
+            .lock()
+            .map(|mut r| {
+                let was_queued = r.unproven.remove(&id).is_some();
+                let ok = header && was_queued;
+                if ok {
+                    r.waiting += 1;
+                }
+                ok
+            })
+            .unwrap_or(false);
+        if !proven {
+            return None;
+        }
+    }
+    let permit = admit_proven(registry, slots, limits).await;
+    if let Ok(mut r) = registry.lock() {
+        r.waiting = r.waiting.saturating_sub(1);
+    }
+    permit
+}
+
+/// A connection with its request header in: the oldest idle connection makes room.
+async fn admit_proven(
+    registry: &Mutex<Registry>,
+    slots: &Arc<Semaphore>,
+    limits: ServerLimits,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let evicted = registry
+        .lock()
+        .map(|mut r| r.evict_oldest_idle())
+        .unwrap_or(false);
+    if evicted {
+        static EVICTIONS: AtomicUsize = AtomicUsize::new(0);
+        let n = EVICTIONS.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 || n.is_power_of_two() {
+            tracing::warn!(
+                cap = limits.max_connections,
+                evictions = n,
+                "api: connection cap reached; closing the oldest idle connections for requests"
+            );
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(1), slots.clone().acquire_owned())
+        .await
+        .ok()?
+        .ok()
 }
 
 async fn serve_one(
@@ -209,6 +363,22 @@ async fn serve_one(
 /// Resolves once `stop` is true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Counts an accepted socket until its task ends.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        OpenGuard(count)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 struct BusyGuard(Arc<AtomicUsize>);
@@ -308,9 +478,16 @@ mod tests {
 
     #[test]
     fn the_cap_leaves_room_below_the_descriptor_limit() {
-        assert_eq!(connection_cap(512, 1024), 512);
-        assert_eq!(connection_cap(5000, 1024), 896);
-        assert_eq!(connection_cap(5000, 100), 16);
-        assert_eq!(connection_cap(512, 524_288), 512);
+        assert_eq!(connection_cap(512, 1024), (512, 384));
+        assert_eq!(connection_cap(5000, 1024), (672, 224));
+        assert_eq!(connection_cap(5000, 100), (24, 16));
+        assert_eq!(connection_cap(512, 524_288).0, 512);
+        for nofile in [256u64, 1024, 4096, 65536] {
+            let (cap, wait) = connection_cap(100_000, nofile);
+            assert!(
+                (cap + wait) as u64 <= nofile - RESERVED_DESCRIPTORS,
+                "{nofile}"
+            );
+        }
     }
 }

@@ -128,6 +128,110 @@ impl fmt::Display for DomainName {
     }
 }
 
+/// Which letters a top-level domain allows in its labels (the registry's rules, carried by
+/// the registrar profile: `[tld.<name>] letters`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelLetters {
+    /// ASCII letters a-z only (.RU, .SU: "Latin letters, digits and hyphen").
+    Latin,
+    /// Russian Cyrillic letters only (.РФ: "Cyrillic letters, digits and hyphen").
+    Cyrillic,
+}
+
+/// One TLD's rule for the labels below it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TldRule {
+    /// The top-level label in Unicode, lower-case (`ru`, `su`, `рф`).
+    pub tld: String,
+    /// The letters its labels may hold (digits and hyphen always allowed).
+    pub letters: LabelLetters,
+}
+
+/// Characters that do not show (UAX #44 Default_Ignorable_Code_Point and bidi controls):
+/// UTS #46 maps some of them to nothing, so `exam\u{200B}ple.ru` would silently become
+/// `example.ru`. They are refused instead.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F
+        | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFF8 | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
+        | 0xE0000..=0xE0FFF)
+}
+
+/// The script of a letter, coarsely (Latin, Cyrillic, Greek, or the 128-code-point block for
+/// anything else); None for digits, hyphens and other non-letters.
+fn script_of(c: char) -> Option<u32> {
+    if !c.is_alphabetic() {
+        return None;
+    }
+    Some(match c as u32 {
+        0x41..=0x5A | 0x61..=0x7A | 0xC0..=0x24F | 0x1E00..=0x1EFF => 1,
+        0x400..=0x52F | 0x1C80..=0x1C8F | 0x2DE0..=0x2DFF | 0xA640..=0xA69F => 2,
+        0x370..=0x3FF | 0x1F00..=0x1FFF => 3,
+        other => 0x1000 + (other >> 7),
+    })
+}
+
+impl DomainName {
+    /// Parses a name given as input for a new order or a lookup, more strictly than
+    /// [`DomainName::parse`] (which also reads stored names): invisible characters are refused
+    /// rather than removed, and no label may mix scripts (`ехаmple` with Cyrillic `е`, `х`,
+    /// `а` is a homograph of `example`).
+    pub fn parse_input(input: &str) -> Result<Self, InvalidId> {
+        if let Some(c) = input.chars().find(|c| is_invisible(*c)) {
+            return Err(InvalidId(format!(
+                "domain name {:?} contains the invisible character U+{:04X}; type the name without it",
+                input.trim(),
+                c as u32
+            )));
+        }
+        let name = DomainName::parse(input)?;
+        for label in name.to_unicode().split('.') {
+            let mut scripts = label.chars().filter_map(script_of);
+            if let Some(first) = scripts.next()
+                && scripts.any(|s| s != first)
+            {
+                return Err(InvalidId(format!(
+                    "label {label:?} of {:?} mixes letters of different scripts",
+                    name.to_unicode()
+                )));
+            }
+        }
+        Ok(name)
+    }
+
+    /// Checks the name against its TLD's rule in `rules` (no rule for the TLD: nothing to
+    /// check). Pure.
+    pub fn check_tld_rules(&self, rules: &[TldRule]) -> Result<(), InvalidId> {
+        let unicode = self.to_unicode();
+        let tld = unicode.rsplit('.').next().unwrap_or(&unicode);
+        let Some(rule) = rules.iter().find(|r| r.tld.to_lowercase() == tld) else {
+            return Ok(());
+        };
+        let labels: Vec<&str> = unicode.split('.').collect();
+        for label in &labels[..labels.len() - 1] {
+            let bad = label.chars().find(|&c| {
+                let letter_ok = match rule.letters {
+                    LabelLetters::Latin => c.is_ascii_lowercase(),
+                    LabelLetters::Cyrillic => matches!(c, 'а'..='я' | 'ё'),
+                };
+                !(letter_ok || c.is_ascii_digit() || c == '-')
+            });
+            if let Some(c) = bad {
+                let allowed = match rule.letters {
+                    LabelLetters::Latin => "Latin letters a-z",
+                    LabelLetters::Cyrillic => "Cyrillic letters",
+                };
+                return Err(InvalidId(format!(
+                    "{unicode:?}: names under .{tld} may hold only {allowed}, digits and hyphens; {c:?} is not allowed"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Checks a token of 1..=`max` characters drawn from ASCII letters, digits and `extra`.
 fn check_token(what: &str, value: &str, max: usize, extra: &[u8]) -> Result<(), InvalidId> {
     if value.is_empty() || value.len() > max {
@@ -333,5 +437,80 @@ mod tests {
         assert!(ClientId::parse("cust-42.a:b_c").is_ok());
         assert!(Handle::parse("MYCO_7_3-ORG-GPT").is_ok());
         assert!(Handle::parse("bad handle").is_err());
+    }
+}
+
+#[cfg(test)]
+mod input_rule_tests {
+    use super::*;
+
+    fn r01() -> Vec<TldRule> {
+        vec![
+            TldRule {
+                tld: "ru".into(),
+                letters: LabelLetters::Latin,
+            },
+            TldRule {
+                tld: "su".into(),
+                letters: LabelLetters::Latin,
+            },
+            TldRule {
+                tld: "рф".into(),
+                letters: LabelLetters::Cyrillic,
+            },
+        ]
+    }
+
+    fn check(s: &str) -> Result<DomainName, InvalidId> {
+        let d = DomainName::parse_input(s)?;
+        d.check_tld_rules(&r01())?;
+        Ok(d)
+    }
+
+    #[test]
+    fn invisible_characters_are_refused_not_removed() {
+        for s in [
+            "exam\u{200B}ple.ru",
+            "example.ru\u{FEFF}",
+            "ex\u{00AD}ample.ru",
+            "при\u{200D}мер.рф",
+        ] {
+            let e = check(s).unwrap_err();
+            assert!(e.0.contains("invisible"), "{s:?}: {e}");
+        }
+        assert!(
+            DomainName::parse("exam\u{200B}ple.ru").is_ok(),
+            "the lenient parse maps it away"
+        );
+    }
+
+    #[test]
+    fn mixed_scripts_in_a_label_are_refused_anywhere() {
+        // Cyrillic е, х, а in a Latin word.
+        let e = check("\u{0435}x\u{0430}mple.com").unwrap_err();
+        assert!(e.0.contains("mixes"), "{e}");
+        let e = check("paypal\u{0430}.com").unwrap_err();
+        assert!(e.0.contains("mixes"), "{e}");
+        // One script per label is fine, even when labels differ (no rule for .com).
+        assert!(check("пример.example.com").is_ok());
+    }
+
+    #[test]
+    fn tld_rules_from_the_profile() {
+        assert!(check("example-1.ru").is_ok());
+        assert!(check("EXAMPLE.SU").is_ok());
+        assert!(check("пример-1.рф").is_ok());
+        assert!(
+            check("xn--e1afmkfd.xn--p1ai").is_ok(),
+            "punycode of пример.рф"
+        );
+        let e = check("пример.ru").unwrap_err();
+        assert!(e.0.contains(".ru") && e.0.contains("Latin"), "{e}");
+        let e = check("example.рф").unwrap_err();
+        assert!(e.0.contains("Cyrillic"), "{e}");
+        let e = check("exämple.ru").unwrap_err();
+        assert!(e.0.contains("Latin"), "{e}");
+        // No rule for the TLD: only the general checks.
+        assert!(check("exämple.de").is_ok());
     }
 }

@@ -11,7 +11,9 @@ pub mod transition;
 pub mod view;
 
 pub use event::{DomainOrder, Event, NewClient, ReplyOutcome, Resolution};
-pub use ids::{ClientId, DomainName, Handle, InvalidId, Nameserver, RequestId};
+pub use ids::{
+    ClientId, DomainName, Handle, InvalidId, LabelLetters, Nameserver, RequestId, TldRule,
+};
 pub use log::{Actor, Evidence, LogDraft, LogEntry};
 pub use model::{
     Client, ClientStatus, Contact, Domain, DomainStatus, Organization, Person, Phase, Registrant,

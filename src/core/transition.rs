@@ -50,6 +50,9 @@ pub struct Policy {
     pub renew_window_tlds: Vec<String>,
     /// See `renew_window_tlds`.
     pub renew_window_days: i32,
+    /// Which letters each TLD allows in new names (from the registrar profile); checked when
+    /// an order comes in.
+    pub tld_rules: Vec<crate::core::TldRule>,
 }
 
 impl Default for Policy {
@@ -66,6 +69,7 @@ impl Default for Policy {
             org_handle_suffix: "-ORG-GPT".into(),
             renew_window_tlds: vec!["ru".into(), "su".into(), "xn--p1ai".into()],
             renew_window_days: 60,
+            tld_rules: Vec::new(),
         }
     }
 }

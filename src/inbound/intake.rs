@@ -36,6 +36,8 @@ pub struct Intake {
     pub outbox_wake: Option<Arc<tokio::sync::Notify>>,
     /// Where the reply-to-status latency is recorded.
     pub health: Option<Arc<crate::health::Health>>,
+    /// Masks configured secrets in what the action log keeps of a message (its subject).
+    pub redactor: Arc<crate::redact::Redactor>,
 }
 
 /// What the intake decided for one message, before it is committed.
@@ -388,7 +390,7 @@ impl Intake {
                         "message {} from {} ({:?}): {}",
                         record.key,
                         record.from.as_deref().unwrap_or("?"),
-                        record.subject.as_deref().unwrap_or(""),
+                        self.redactor.text(record.subject.as_deref().unwrap_or("")),
                         record.reason.as_deref().unwrap_or("")
                     ),
                     domain: None,

@@ -34,6 +34,10 @@ pub struct ParseLimits {
     pub max_containers: usize,
     /// Most header fields in the top header section.
     pub max_headers: usize,
+    /// Most lines that could delimit a MIME part (`--` then a boundary, RFC 2046 §5.1.1);
+    /// mail-parser builds a part for each, so 300,000 tiny parts in one multipart would cost
+    /// hundreds of MB before any other limit looks.
+    pub max_parts: usize,
     /// Largest top header section, in octets.
     pub max_header_bytes: usize,
 }
@@ -48,6 +52,7 @@ impl Default for ParseLimits {
             max_depth: 8,
             max_containers: 64,
             max_headers: 500,
+            max_parts: 1000,
             max_header_bytes: 256 * 1024,
         }
     }
@@ -175,6 +180,13 @@ pub fn parse(
     if let Some(problem) = header_section_problem(raw, limits) {
         return Err(Quarantine::new(problem));
     }
+    let delimiters = count_delimiter_lines(raw, limits.max_parts);
+    if delimiters > limits.max_parts {
+        return Err(Quarantine::new(format!(
+            "MIME structure too large: more than {} part delimiter lines; the limit is {}",
+            limits.max_parts, limits.max_parts
+        )));
+    }
     let containers = count_containers(raw);
     if containers > limits.max_containers {
         return Err(Quarantine::new(format!(
@@ -291,6 +303,25 @@ fn starts_with_header_field(raw: &[u8]) -> bool {
 
 /// Counts header fields that open a container (`Content-Type: multipart/...` or `message/...`)
 /// without parsing, so a hostile message cannot make the parser build a huge tree.
+/// Lines that start with `--` and a non-blank character (a possible boundary delimiter),
+/// counted up to `stop` + 1.
+fn count_delimiter_lines(raw: &[u8], stop: usize) -> usize {
+    let mut count = 0;
+    let mut start = 0;
+    while start < raw.len() && count <= stop {
+        if raw[start..].starts_with(b"--")
+            && raw.get(start + 2).is_some_and(|c| !c.is_ascii_whitespace())
+        {
+            count += 1;
+        }
+        match raw[start..].iter().position(|&c| c == b'\n') {
+            Some(p) => start += p + 1,
+            None => break,
+        }
+    }
+    count
+}
+
 fn count_containers(raw: &[u8]) -> usize {
     const NAME: &[u8] = b"content-type";
     let mut count = 0;
@@ -1612,5 +1643,18 @@ mod tests {
                 Err(q) => prop_assert!(!q.reason.is_empty()),
             }
         }
+    }
+
+    #[test]
+    fn many_tiny_parts_are_quarantined_before_parsing() {
+        let mut raw = crlf("From: a@b.example\nContent-Type: multipart/mixed; boundary=\"p\"\n\n");
+        for _ in 0..1500 {
+            raw.extend_from_slice(b"--p\r\n\r\nx\r\n");
+        }
+        raw.extend_from_slice(b"--p--\r\n");
+        let q = parse(&raw, &limits(), KOI8_R).unwrap_err();
+        assert!(q.reason.contains("part delimiter"), "{}", q.reason);
+        // A signature separator ("-- ") is not a delimiter.
+        assert_eq!(count_delimiter_lines(b"-- \r\nme\r\n--b\r\n", 10), 1);
     }
 }

@@ -56,6 +56,15 @@ struct ProfileFile {
     subjects: BTreeMap<String, String>,
     handles: HandleSuffixes,
     templates: BTreeMap<String, String>,
+    /// `[tld.<name>] letters = "latin" | "cyrillic"`: the registry's rules for new names.
+    #[serde(default)]
+    tld: BTreeMap<String, TldFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TldFile {
+    letters: crate::core::LabelLetters,
 }
 
 /// Handle suffixes the profile proposes.
@@ -109,6 +118,8 @@ pub struct Profile {
     pub handles: HandleSuffixes,
     /// Where it came from (a directory, or "embedded").
     pub source: String,
+    /// Which letters each TLD allows in new names (`[tld.<name>]`).
+    pub tld_rules: Vec<crate::core::TldRule>,
     env: Environment<'static>,
 }
 
@@ -221,12 +232,21 @@ impl Profile {
             env.add_template_owned(subject_name(kind), s.clone())
                 .map_err(|e| err("profile.toml", format!("subject {}: {e}", kind.as_str())))?;
         }
+        let tld_rules = pf
+            .tld
+            .into_iter()
+            .map(|(tld, t)| crate::core::TldRule {
+                tld: tld.to_lowercase(),
+                letters: t.letters,
+            })
+            .collect();
         Ok(Profile {
             name: pf.name,
             charset,
             handles: pf.handles,
             source,
             env,
+            tld_rules,
         })
     }
 

@@ -108,6 +108,7 @@ impl IntakeWorld {
             fallback: encoding_rs::KOI8_R,
             outbox_wake: None,
             health: None,
+            redactor: Arc::default(),
         };
         IntakeWorld {
             _dir: dir,

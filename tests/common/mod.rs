@@ -69,6 +69,8 @@ pub struct Options {
     pub log_filter: Option<String>,
     /// More `[api]` keys (e.g. `max_connections = 64`).
     pub extra_api: String,
+    /// The umask the daemon is started with (regmail must keep its files private anyway).
+    pub umask: Option<u32>,
 }
 
 impl Options {
@@ -238,10 +240,14 @@ pub fn find_secrets(secrets: &[(String, String)], text: &[u8], place: &str) -> V
     let mut found = Vec::new();
     for (name, value) in secrets {
         for (form, bytes) in secret_forms(value) {
-            if text.windows(bytes.len()).any(|w| w == bytes.as_slice()) {
-                let shown = String::from_utf8_lossy(text);
-                let shown: String = shown.chars().take(2000).collect();
-                found.push(format!("{name} ({form}) in {place}: {shown}"));
+            if let Some(at) = text
+                .windows(bytes.len())
+                .position(|w| w == bytes.as_slice())
+            {
+                let from = at.saturating_sub(300);
+                let to = (at + bytes.len() + 100).min(text.len());
+                let shown = String::from_utf8_lossy(&text[from..to]);
+                found.push(format!("{name} ({form}) in {place}: ...{shown}..."));
             }
         }
     }
@@ -374,6 +380,16 @@ pub fn spawn_serve_with(config: &Path, log: &Path, opts: &Options) -> Child {
     }
     for (k, v) in &opts.env {
         cmd.env(k, v);
+    }
+    if let Some(mask) = opts.umask {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only umask(2), async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::umask(mask as libc::mode_t);
+                Ok(())
+            });
+        }
     }
     if let Some(n) = opts.nofile {
         use std::os::unix::process::CommandExt;
