@@ -56,6 +56,8 @@ pub struct Options {
     pub max_body_bytes: Option<usize>,
     /// The outbound transport.
     pub outbound: Outbound,
+    /// More configuration text, appended as is (whole sections, e.g. `[registrar]` keys).
+    pub extra: String,
 }
 
 impl Options {
@@ -206,6 +208,7 @@ pub fn write_config_named(dir: &Path, name: &str, port: u16, opts: &Options) -> 
         ));
     }
     text.push_str("\n[log]\nfilter = \"info\"\n");
+    text.push_str(&opts.extra);
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write config");
     path
