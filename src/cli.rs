@@ -112,7 +112,7 @@ pub enum Command {
         /// The message key (from `regmail inbox`).
         key: String,
     },
-    /// Tie an unmatched message to a request.
+    /// Tie an unmatched, ignored or quarantined message to a request (the operator's decision).
     Assign {
         /// The message key.
         key: String,
