@@ -35,6 +35,7 @@
 #   /etc/mailstack/env              the output of `env`
 #   /etc/mailstack/.lock            serialises concurrent invocations (flock)
 #   /etc/postfix/main.cf, master.cf, vmailbox          Postfix config (rewritten only when different)
+#   /etc/postfix/transport                             bounce.test -> error:5.1.1 (accepted, then bounced)
 #   /etc/dovecot/dovecot.conf, users                   Dovecot config (Debian's original kept once
 #                                                      as dovecot.conf.debian-orig; conf.d unused)
 #   /var/mail/vhosts/<domain>/<local>/Maildir          the mailboxes, owned by vmail (uid/gid 5000)
@@ -46,6 +47,13 @@
 # See shared/mailstack-notes.md for why each setting is there (gotchas G1..G17 are cited below).
 
 set -euo pipefail
+
+# Never hand a caller's descriptor (a test runner's lock, say) to Postfix or Dovecot: a daemon
+# that inherits an flock holds it for as long as it runs. Bash reads this script on fd 255.
+for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    if ((fd > 2 && fd < 255)); then eval "exec $fd>&-"; fi
+done
 
 # ---------------------------------------------------------------------------------------------
 # Constants
@@ -59,6 +67,9 @@ readonly DOMAINS="gateway.test registrar.test customer.test hosting.test"
 readonly USERS=(gateway@gateway.test robot@registrar.test copies@gateway.test other@gateway.test
     owner@customer.test admin@customer.test user@customer.test ops@hosting.test)
 readonly UNKNOWN_USER=nobody@gateway.test   # in a virtual domain, not a mailbox: 550 at RCPT
+# A relay domain Postfix accepts and then bounces (transport_maps -> error:5.1.1): the bounce
+# comes back to the envelope sender, e.g. regmail's per-request VERP address (issue 9).
+readonly BOUNCE_DOMAIN=bounce.test
 
 readonly STATE_DIR=/etc/mailstack
 readonly TLS_DIR=$STATE_DIR/tls
@@ -433,6 +444,8 @@ minimal_backoff_time = 10s
 maximal_backoff_time = 60s
 lmtp_destination_recipient_limit = 1
 recipient_delimiter = +
+relay_domains = $BOUNCE_DOMAIN
+transport_maps = texthash:$PF_DIR/transport
 EOF
 }
 
@@ -556,6 +569,7 @@ configure() {
             "$MAIL_ROOT" "$domain" "$local_part" >>"$st/users"
         printf '%s OK\n' "$u" >>"$st/vmailbox"
     done
+    printf '%s error:5.1.1 mailbox unavailable (mailstack %s always bounces)\n' "$BOUNCE_DOMAIN" "$BOUNCE_DOMAIN" >"$st/transport"
     write_main_cf >"$st/main.cf"
     write_master_cf "$st"
     write_dovecot_conf >"$st/dovecot.conf"
@@ -569,6 +583,7 @@ configure() {
     install_if_changed "$st/main.cf" "$PF_DIR/main.cf" 0644 root:root && POSTFIX_CHANGED=1
     install_if_changed "$st/master.cf" "$PF_DIR/master.cf" 0644 root:root && POSTFIX_CHANGED=1
     install_if_changed "$st/vmailbox" "$PF_DIR/vmailbox" 0644 root:root && POSTFIX_CHANGED=1
+    install_if_changed "$st/transport" "$PF_DIR/transport" 0644 root:root && POSTFIX_CHANGED=1
     install_if_changed "$st/users" "$DC_USERS" 0640 root:dovecot && DOVECOT_CHANGED=1
     install_if_changed "$st/dovecot.conf" "$DC_CONF" 0644 root:root && DOVECOT_CHANGED=1
     if ((TLS_CHANGED)); then POSTFIX_CHANGED=1; DOVECOT_CHANGED=1; fi
@@ -649,6 +664,7 @@ write_env() {
         printf 'MAILSTACK_%s_MAILDIR=%s/%s/%s/Maildir\n' "$key" "$MAIL_ROOT" "${u#*@}" "${u%%@*}"
     done
     printf 'MAILSTACK_UNKNOWN_USER=%s\n' "$UNKNOWN_USER"
+    printf 'MAILSTACK_BOUNCE_ADDRESS=%s\n' "requests@$BOUNCE_DOMAIN"
     printf 'MAILSTACK_POSTFIX_LOG=%s\n' "$PF_LOG"
     printf 'MAILSTACK_DOVECOT_LOG=%s\n' "$DC_LOG"
 }

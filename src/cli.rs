@@ -132,7 +132,7 @@ pub enum Command {
         #[arg(long)]
         raw: bool,
     },
-    /// Tie an unmatched message to a request.
+    /// Tie an unmatched, ignored or quarantined message to a request (the operator's decision).
     Assign {
         /// The message key.
         key: String,

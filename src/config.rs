@@ -1341,6 +1341,65 @@ mod tests {
     }
 
     #[test]
+    fn trust_keys_are_read_and_a_real_registrar_without_authentication_warns() {
+        let c = Config::from_toml_str("", None).unwrap();
+        assert_eq!(c.trust.authentication, crate::trust::AuthLevel::None);
+        assert_eq!(
+            authentication_warning(&c),
+            None,
+            "the sandbox defaults keep quiet"
+        );
+        let text = r#"
+            [registrar]
+            callback = "gw@hosting.test"
+            authentication = "dkim"
+            [outbound]
+            envelope_sender = "bounces+{token}@hosting.test"
+            [inbound]
+            authserv_ids = ["MX.Hosting.Test"]
+            [[inbound.dkim_keys]]
+            domain = "R01.ru"
+            selector = "mail"
+            record = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+        "#;
+        let c = Config::from_toml_str(text, None).unwrap();
+        assert_eq!(c.trust.authentication, crate::trust::AuthLevel::Dkim);
+        assert_eq!(c.trust.authserv_ids, ["mx.hosting.test"]);
+        assert_eq!(c.trust.dkim_keys[0].domain, "r01.ru");
+        assert_eq!(
+            c.trust.bounce_hosts[0], "hosting.test",
+            "default: the callback domain"
+        );
+        assert_eq!(
+            c.trust.envelope_sender.as_deref(),
+            Some("bounces+{token}@hosting.test")
+        );
+        let bad = Config::from_toml_str(
+            "[registrar]\nauthentication = \"maybe\"\n[inbound]\nauthserv_ids = \"mx\"\n[[inbound.dkim_keys]]\ndomain = \"x\"\nkey = \"y\"\n",
+            None,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = bad.0.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "registrar.authentication",
+            "inbound.authserv_ids",
+            "inbound.dkim_keys[0].key",
+            "inbound.dkim_keys[0]",
+        ] {
+            assert!(keys.contains(&k), "{k} in {keys:?}");
+        }
+        let mut real = Config::from_toml_str("", None).unwrap();
+        real.outbound.transport = TransportConfig::Smtp;
+        let w = authentication_warning(&real).unwrap_or_default();
+        assert!(
+            w.contains("registrar.authentication") && w.contains("\"none\""),
+            "{w}"
+        );
+        real.trust.authentication = crate::trust::AuthLevel::Dmarc;
+        assert_eq!(authentication_warning(&real), None);
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_key() {
         let text = r#"
             [api]

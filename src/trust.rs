@@ -123,10 +123,12 @@ pub fn check(cfg: &TrustConfig) -> Vec<(String, String)> {
         }
     }
     for (i, k) in cfg.dkim_keys.iter().enumerate() {
-        if k.domain.is_empty() || k.selector.is_empty() || !k.record.contains("p=") {
+        use mail_auth::common::parse::TxtRecordParser;
+        let parses = mail_auth::common::verify::DomainKey::parse(k.record.as_bytes()).is_ok();
+        if k.domain.is_empty() || k.selector.is_empty() || !parses {
             out.push((
                 format!("inbound.dkim_keys[{i}]"),
-                "needs domain, selector and record (the TXT record, \"v=DKIM1; k=...; p=...\")"
+                "needs domain, selector and record: the TXT record as published, \"v=DKIM1; k=...; p=...\", which must parse as a DKIM key"
                     .into(),
             ));
         }
@@ -150,4 +152,60 @@ pub fn check(cfg: &TrustConfig) -> Vec<(String, String)> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_addresses_carry_exactly_one_request_token() {
+        let cfg = TrustConfig::default();
+        let t = envelope_template(&cfg, "gateway@gateway.test");
+        assert_eq!(t, "gateway+{token}@gateway.test");
+        let tok = "0190c0de000070008000000000000001";
+        let a = envelope_sender(&t, tok);
+        assert_eq!(a, format!("gateway+{tok}@gateway.test"));
+        assert_eq!(token_from_envelope(&t, &a).as_deref(), Some(tok));
+        assert_eq!(
+            token_from_envelope(
+                &t,
+                &format!("<GATEWAY+{}@Gateway.Test>", tok.to_uppercase())
+            )
+            .as_deref(),
+            Some(tok),
+            "compared case-insensitively"
+        );
+        for bad in [
+            "gateway@gateway.test".to_owned(),
+            format!("gateway+{}@gateway.test", &tok[..31]),
+            format!("gateway+{tok}x@gateway.test"),
+            format!("other+{tok}@gateway.test"),
+            format!("gateway+{tok}@gateway.test.evil"),
+            format!("gateway+{}@gateway.test", "z".repeat(32)),
+        ] {
+            assert_eq!(token_from_envelope(&t, &bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_level_without_evidence_and_a_broken_template_or_key_are_problems() {
+        let mut cfg = TrustConfig {
+            authentication: AuthLevel::Dkim,
+            ..TrustConfig::default()
+        };
+        assert_eq!(check(&cfg)[0].0, "registrar.authentication");
+        cfg.dkim_keys.push(DkimKey {
+            domain: "r01.ru".into(),
+            selector: "mail".into(),
+            record: "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=".into(),
+        });
+        assert!(check(&cfg).is_empty(), "{:?}", check(&cfg));
+        cfg.dkim_keys[0].record = "v=DKIM1; p=!!".into();
+        cfg.envelope_sender = Some("regmail@x.test".into());
+        let keys: Vec<String> = check(&cfg).into_iter().map(|p| p.0).collect();
+        assert_eq!(keys, ["outbound.envelope_sender", "inbound.dkim_keys[0]"]);
+        assert_eq!(AuthLevel::parse(" DMARC "), Some(AuthLevel::Dmarc));
+        assert_eq!(AuthLevel::parse("strong"), None);
+    }
 }

@@ -598,7 +598,7 @@ fn client_then_domain_registration_then_renewal_through_recorded_outcomes() {
     let r = outcome(
         &d,
         &dreq,
-        json!({"event":"completed","expires":"2030-01-01","note":"duplicate"}),
+        json!({"event":"completed","expires":"2027-11-23","note":"duplicate"}),
     );
     assert_eq!(r["state"], "Completed");
     assert_eq!(domain(&d, "flow.ru")["expires"], "2027-11-23");

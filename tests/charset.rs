@@ -31,7 +31,7 @@ fn sent_request(d: &Daemon) -> Vec<u8> {
 #[test]
 fn windows_1251_keeps_guillemets_dashes_and_numero() {
     let d = Daemon::start_with(Options {
-        extra: Some("[registrar]\ncharset = \"windows-1251\"\n".into()),
+        extra_config: "[registrar]\ncharset = \"windows-1251\"\n".into(),
         ..Options::default()
     });
     let mut org = organization("romashka");

@@ -272,3 +272,186 @@ fn every_trust_fixture_ends_as_the_manifest_says_and_hostile_mail_moves_nothing(
     assert!(hostile >= 25, "the corpus has {hostile} hostile messages");
     assert!(positive >= 3);
 }
+
+/// The daemon's maildir: `var/inbox` beside its configuration (the embedded default).
+fn drop_mail(d: &common::Daemon, name: &str, raw: &[u8]) {
+    let new = d.dir().join("var/inbox/new");
+    std::fs::create_dir_all(&new).expect("maildir");
+    let tmp = d.dir().join(format!("var/inbox/{name}.tmp"));
+    std::fs::write(&tmp, raw).expect("write");
+    std::fs::rename(&tmp, new.join(name)).expect("rename");
+}
+
+/// The one inbox record with this Message-ID, once it is settled.
+fn settled(d: &common::Daemon, mid: &str) -> serde_json::Value {
+    let mut found = serde_json::Value::Null;
+    d.wait_for(&format!("message {mid} to be settled"), |d| {
+        let all = d.get_ok("/v1/inbox?limit=1000");
+        match all["messages"]
+            .as_array()
+            .and_then(|a| a.iter().find(|m| m["message_id"] == mid).cloned())
+        {
+            Some(m) if m["state"] != "Pending" => {
+                found = m;
+                true
+            }
+            _ => false,
+        }
+    });
+    found
+}
+
+/// Issue 12 item 3 and issue 9 part A through the daemon's API: an operator assigns a
+/// quarantined (unauthenticated) and an ignored (stranger's) message, with a required note,
+/// recorded as the operator's decision; a signed contradiction puts the domain in Conflict,
+/// visible in its view and in /metrics.
+#[test]
+fn an_operator_assigns_quarantined_and_ignored_mail_and_a_conflict_is_visible() {
+    use common::{Daemon, Options, imported, order};
+    use serde_json::json;
+    let key = TestKey::new();
+    let d = Daemon::start_with(Options {
+        extra_config: format!(
+            "\n[registrar]\nsenders = [\"robot@registrar.test\"]\nauthentication = \"dkim\"\n\n[[inbound.dkim_keys]]\ndomain = \"registrar.test\"\nselector = \"s1\"\nrecord = \"{}\"\n",
+            key.record
+        ),
+        ..Options::default()
+    });
+    assert_eq!(
+        d.post("/v1/clients", &imported("c-op", "GW_9_1-GPT")).0,
+        201
+    );
+    let mut reqs = Vec::new();
+    for name in ["assign-one.ru", "assign-two.ru"] {
+        assert_eq!(d.post("/v1/domains", &order(name, "c-op", true)).0, 202);
+        let mut r = serde_json::Value::Null;
+        d.wait_for("the request to go out", |d| {
+            r = d.get_ok(&format!("/v1/domains/{name}"))["open_request"].clone();
+            r["state"] == "Sent"
+        });
+        reqs.push(r);
+    }
+    let mid_host = "sandbox.invalid";
+    let reply = |n: &str, from: &str, req: &serde_json::Value, body: &str| -> Vec<u8> {
+        format!(
+            "From: {from}\r\nTo: regmail@sandbox.invalid\r\nSubject: Re: domain\r\nMessage-ID: <{n}@registrar.test>\r\nIn-Reply-To: <{}@{mid_host}>\r\n\r\n{body}\r\n",
+            req["token"].as_str().unwrap_or_default()
+        )
+        .into_bytes()
+    };
+
+    // 1. Unsigned, from the registrar's address: quarantined, nothing moves.
+    drop_mail(
+        &d,
+        "q1",
+        &reply(
+            "q1",
+            "robot@registrar.test",
+            &reqs[0],
+            "Domain assign-one.ru registered till 12.03.2028.",
+        ),
+    );
+    let q = settled(&d, "q1@registrar.test");
+    assert_eq!(q["state"], "Quarantined", "{q}");
+    assert_eq!(
+        d.get_ok("/v1/domains/assign-one.ru")["status"],
+        "Registering"
+    );
+    // The note is required.
+    let (st, body) = d.post(
+        "/v1/inbox/assign",
+        &json!({"key": q["key"], "request_id": reqs[0]["id"]}),
+    );
+    assert_eq!(
+        (st, body["error"]["field"].as_str()),
+        (422, Some("note")),
+        "{body}"
+    );
+    let (st, body) = d.post(
+        "/v1/inbox/assign",
+        &json!({"key": q["key"], "request_id": reqs[0]["id"], "note": "confirmed by phone"}),
+    );
+    assert_eq!(st, 200, "{body}");
+    let dom = d.get_ok("/v1/domains/assign-one.ru");
+    assert_eq!(
+        (dom["status"].as_str(), dom["expires"].as_str()),
+        (Some("Registered"), Some("2028-03-12")),
+        "{dom}"
+    );
+    let id0 = reqs[0]["id"].as_str().unwrap_or_default();
+    let log = d.get_ok(&format!("/v1/requests/{id0}/log?limit=100"));
+    let done = log["entries"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|e| e["action"] == "request.completed")
+                .cloned()
+        })
+        .unwrap_or_default();
+    assert_eq!(done["actor"], "operator", "{done}");
+    let note = done["evidence"]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("operator's decision")
+            && note.contains("confirmed by phone")
+            && note.contains("Quarantined"),
+        "{done}"
+    );
+
+    // 2. A stranger's message: ignored; assigned with the operator's own reading.
+    drop_mail(
+        &d,
+        "i1",
+        &reply(
+            "i1",
+            "eve@attacker.test",
+            &reqs[1],
+            "Domain assign-two.ru: refused.",
+        ),
+    );
+    let i = settled(&d, "i1@registrar.test");
+    assert_eq!(i["state"], "Ignored", "{i}");
+    let (st, body) = d.post(
+        "/v1/inbox/assign",
+        &json!({"key": i["key"], "request_id": reqs[1]["id"], "note": "forwarded by the registrar's support"}),
+    );
+    assert_eq!(
+        (st, body["error"]["field"].as_str()),
+        (422, Some("event")),
+        "no rule may move state for a stranger: {body}"
+    );
+    let (st, body) = d.post(
+        "/v1/inbox/assign",
+        &json!({"key": i["key"], "request_id": reqs[1]["id"], "event": "rejected", "reason": "refused", "note": "forwarded by the registrar's support"}),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(d.get_ok("/v1/domains/assign-two.ru")["status"], "Error");
+
+    // 3. A signed refusal of the completed assign-one.ru: a visible conflict, nothing undone.
+    let raw = reply(
+        "c1",
+        "robot@registrar.test",
+        &reqs[0],
+        "Domain assign-one.ru already registered by another registrant.",
+    );
+    drop_mail(&d, "c1", &key.sign("registrar.test", "s1", &raw, false));
+    let c = settled(&d, "c1@registrar.test");
+    assert_eq!(c["state"], "Applied", "{c}");
+    let dom = d.get_ok("/v1/domains/assign-one.ru");
+    assert_eq!(
+        (dom["status"].as_str(), dom["phase"].as_str()),
+        (Some("Registered"), Some("Conflict")),
+        "{dom}"
+    );
+    assert!(
+        dom["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("conflict"),
+        "{dom}"
+    );
+    let (_, metrics) = d.raw(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(
+        metrics.contains("regmail_domains_in_conflict 1"),
+        "{metrics}"
+    );
+}

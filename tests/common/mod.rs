@@ -56,14 +56,12 @@ pub struct Options {
     pub max_body_bytes: Option<usize>,
     /// The outbound transport.
     pub outbound: Outbound,
-    /// Extra TOML appended to the configuration (whole sections, e.g. `[registrar]\n...`).
-    pub extra: Option<String>,
     /// The daemon's descriptor limit (soft and hard `RLIMIT_NOFILE`), as `ulimit -n` would set.
     pub nofile: Option<u64>,
     /// Extra environment for the daemon.
     pub env: Vec<(String, String)>,
-    /// TOML appended to the configuration (sections the harness does not write itself:
-    /// not `[store]`, `[api]`, `[outbound]`, `[deadlines]`, `[registrar]` or `[log]`).
+    /// TOML appended to the configuration, as is (whole sections, e.g. `[registrar]` keys;
+    /// the harness writes `[store]`, `[api]`, `[outbound]`, `[deadlines]` and `[log]` itself).
     pub extra_config: String,
     /// `[log] filter` (default "info").
     pub log_filter: Option<String>,
@@ -322,11 +320,6 @@ pub fn write_config_named(dir: &Path, name: &str, port: u16, opts: &Options) -> 
         text.push_str(&format!(
             "\n[deadlines]\nclient_reply = \"{c}\"\ndomain_reply = \"{d}\"\nrenewal_reply = \"{r}\"\n"
         ));
-    }
-    if let Some(extra) = &opts.extra {
-        text.push('\n');
-        text.push_str(extra);
-        text.push('\n');
     }
     // The registrar password comes as a systemd credential (`$CREDENTIALS_DIRECTORY/
     // registrar-password`, set by spawn_serve_with), so tests stay free to write `[registrar]`.

@@ -832,6 +832,15 @@ pub struct ImapConfig {
     pub log_filter: String,
     /// Another IMAP server on 127.0.0.1 without TLS (a [`FakeImap`] port); None: Dovecot.
     pub plain_port: Option<u16>,
+    /// `[registrar] gateway` (None: the registrar's mailbox, robot@registrar.test).
+    pub gateway: Option<String>,
+    /// Lines added to `[registrar]` (e.g. `authentication = "dkim"`).
+    pub registrar_extra: String,
+    /// Lines added to `[inbound]`, and tables after it (e.g. `[[inbound.dkim_keys]]`).
+    pub inbound_extra: String,
+    /// Requests go out through Postfix (submission 587, STARTTLS + AUTH as the gateway user)
+    /// instead of into a directory.
+    pub smtp: bool,
 }
 
 impl Default for ImapConfig {
@@ -843,6 +852,10 @@ impl Default for ImapConfig {
             command_timeout: "10s".into(),
             max_message_bytes: None,
             log_filter: "info".into(),
+            gateway: None,
+            registrar_extra: String::new(),
+            inbound_extra: String::new(),
+            smtp: false,
         }
     }
 }
@@ -861,20 +874,35 @@ impl ImapConfig {
             p("api-token")
         );
         t += &format!(
-            "[registrar]\ngateway = {}\ncallback = {}\nmessage_id_host = {}\nsenders = [{}]\n\n",
-            toml_str(ROBOT),
+            "[registrar]\ngateway = {}\ncallback = {}\nmessage_id_host = {}\nsenders = [{}]\n{}\n",
+            toml_str(self.gateway.as_deref().unwrap_or(ROBOT)),
             toml_str(GATEWAY),
             toml_str(MID_HOST),
-            toml_str(ROBOT)
+            toml_str(ROBOT),
+            self.registrar_extra
         );
-        t += &format!(
-            "[outbound]\ntransport = \"dir\"\ndir = {}\nretry_initial = \"500ms\"\nretry_max = \"2s\"\n\n",
-            p("outbox-mail")
-        );
+        if self.smtp {
+            t += &format!(
+                "agreement = \"RP/01/00\"\npassword_file = {}\n\n[outbound]\ntransport = \"smtp\"\nretry_initial = \"500ms\"\nretry_max = \"2s\"\n\n[smtp]\nhost = {}\nport = {}\ntls = \"starttls\"\ntls_server_name = {}\nca_file = {}\nusername = {}\npassword_file = {}\ntimeout = \"10s\"\n\n",
+                p("registrar-password"),
+                toml_str(s.var("MAILSTACK_HOST")),
+                s.var("MAILSTACK_SUBMISSION_PORT"),
+                toml_str(s.var("MAILSTACK_TLS_SERVER_NAME")),
+                toml_str(s.ca_file()),
+                toml_str(GATEWAY),
+                p("imap-password"),
+            );
+        } else {
+            t += &format!(
+                "[outbound]\ntransport = \"dir\"\ndir = {}\nretry_initial = \"500ms\"\nretry_max = \"2s\"\n\n",
+                p("outbox-mail")
+            );
+        }
         t += "[inbound]\nsource = \"imap\"\n";
         if let Some(n) = self.max_message_bytes {
             t += &format!("max_message_bytes = {n}\n");
         }
+        t += &self.inbound_extra;
         let (port, tls) = match self.plain_port {
             Some(p) => (p.to_string(), "none"),
             None => (s.var("MAILSTACK_IMAP_PORT").to_owned(), "starttls"),
@@ -931,6 +959,10 @@ impl ImapDaemon {
         common::write_secret(
             &dir.path().join("imap-password"),
             &format!("{}\n", s.password_of(GATEWAY)),
+        );
+        common::write_secret(
+            &dir.path().join("registrar-password"),
+            "registrar-secret-i9a\n",
         );
         let config_path = dir.path().join("regmail.toml");
         ImapDaemon {
