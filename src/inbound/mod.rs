@@ -16,6 +16,7 @@
 pub mod classify;
 pub mod correlate;
 pub mod imap;
+mod imap_batch;
 pub mod intake;
 pub mod parse;
 pub mod rules;

@@ -210,6 +210,11 @@ pub fn write_config_named(dir: &Path, name: &str, port: u16, opts: &Options) -> 
 
 /// Starts `regmail serve --config <config>` with its stdout and stderr appended to `log`.
 pub fn spawn_serve(config: &Path, log: &Path) -> Child {
+    spawn_serve_env(config, log, &[])
+}
+
+/// [`spawn_serve`] with extra environment variables (e.g. `REGMAIL_CRASH_AT`).
+pub fn spawn_serve_env(config: &Path, log: &Path, env: &[(String, String)]) -> Child {
     let out = OpenOptions::new()
         .create(true)
         .append(true)
@@ -229,6 +234,9 @@ pub fn spawn_serve(config: &Path, log: &Path) -> Child {
         .stderr(Stdio::from(err));
     for k in SCRUBBED_ENV {
         cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     cmd.spawn().expect("spawn regmail serve")
 }
