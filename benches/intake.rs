@@ -1,5 +1,6 @@
 //! Durable order intake over the API, against a baseline of raw sled insert + flush of the same
-//! records, in the same run (issue 2). Run: `cargo bench --bench intake` (N from
+//! records, in the same run (issue 2; 16 connections and group commit: issue 13, goals 0.3x
+//! with one connection and 1.0x with 16). Run: `cargo bench --bench intake` (N from
 //! `REGMAIL_BENCH_N`, default 400). Both figures are orders per second; the ratio says what the
 //! API, the state machine, the indexes, the action log and the outbox cost over bare durability.
 
@@ -139,17 +140,24 @@ fn main() {
     // Interleave to share the machine's drift between both sides; keep the median of 3.
     let mut api1 = Vec::new();
     let mut api4 = Vec::new();
+    let mut api16 = Vec::new();
     let mut raw = Vec::new();
     for _ in 0..3 {
         raw.push(sled_rate(n));
         api1.push(api_rate(n, 1));
         api4.push(api_rate(n, 4));
+        api16.push(api_rate(n, 16));
     }
     let med = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    let (raw, api1, api4) = (med(&mut raw), med(&mut api1), med(&mut api4));
+    let (raw, api1, api4, api16) = (
+        med(&mut raw),
+        med(&mut api1),
+        med(&mut api4),
+        med(&mut api16),
+    );
     println!("durable order intake, {n} orders, median of 3 runs");
     println!("  baseline raw sled insert+flush : {raw:>8.0} records/s");
     println!(
@@ -159,5 +167,9 @@ fn main() {
     println!(
         "  API, 4 client connections      : {api4:>8.0} orders/s  (ratio to baseline {:.2})",
         api4 / raw
+    );
+    println!(
+        "  API, 16 client connections     : {api16:>8.0} orders/s  (ratio to baseline {:.2})",
+        api16 / raw
     );
 }

@@ -876,3 +876,88 @@ fn forged_sender_is_ignored_and_unmatched_wording_can_be_assigned() {
     assert_eq!(d.request(&id(&r2))["task_id"], "77");
     wait_inbox_empty(&d, APPLY);
 }
+
+// ---- Batched intake: a crash at each step of a batch (issue 13) -------------------------------
+
+/// Eight replies (four acks, each delivered twice) reach a daemon that polls, so one sweep takes
+/// them as one batch; the daemon dies (`REGMAIL_CRASH_AT`, an abort like SIGKILL) after the
+/// batch's FETCH, after its first message was settled but before the flush, after the flush
+/// but before the MOVE, and after the MOVE but before the position is saved. Restarted, every
+/// message has exactly one record, every request was acknowledged exactly once, INBOX is empty.
+#[test]
+fn a_crash_at_each_step_of_a_batch_loses_nothing_and_applies_nothing_twice() {
+    let _g = exclusive();
+    for step in ["fetched", "settled-one", "flushed", "moved"] {
+        reset_gateway();
+        let mut d = ImapDaemon::start(ImapConfig {
+            idle: false,
+            poll_interval: "3s".into(),
+            ..ImapConfig::default()
+        });
+        let reqs: Vec<Value> = (0..4)
+            .map(|i| {
+                d.imported_with_order(
+                    &format!("c-{}", step.replace('-', "")),
+                    "CRASH1-GPT",
+                    &format!("crash-{step}-{i}.ru"),
+                )
+            })
+            .collect();
+        d.stop();
+        d.env = vec![("REGMAIL_CRASH_AT".into(), step.into())];
+        d.restart();
+        for (i, r) in reqs.iter().enumerate() {
+            let ack = Reply::ack(r, &format!("{}", 7000 + i));
+            let mut again = ack.clone();
+            again.extra_headers = vec![format!(
+                "Received: from mx2.registrar.test by mail.gateway.test; second delivery {i}"
+            )];
+            inject(&ack.bytes());
+            inject(&again.bytes());
+        }
+        assert!(
+            d.exited_within(Duration::from_secs(20)),
+            "{step}: the daemon did not die at its crash point\n{}",
+            d.stderr_tail(30)
+        );
+        d.env.clear();
+        d.restart();
+        d.wait_until(
+            &format!("{step}: all 8 messages settled"),
+            Duration::from_secs(30),
+            |d| {
+                let all = d.inbox(None);
+                all.len() >= 8 && all.iter().all(|m| m["state"] != "Pending")
+            },
+        );
+        wait_inbox_empty(&d, APPLY);
+        let all = d.inbox(None);
+        assert_eq!(all.len(), 8, "{step}: one record per message: {all:#?}");
+        assert_eq!(
+            all.iter().filter(|m| m["state"] == "Applied").count(),
+            4,
+            "{step}: {all:#?}"
+        );
+        assert_eq!(
+            all.iter().filter(|m| m["state"] == "Ignored").count(),
+            4,
+            "{step}: {all:#?}"
+        );
+        let log = d.full_log();
+        for r in &reqs {
+            assert_eq!(d.request(&id(r))["state"], "Acknowledged", "{step}");
+            let acks = log
+                .iter()
+                .filter(|e| e["action"] == "request.acknowledged" && e["request"] == r["id"])
+                .count();
+            assert_eq!(
+                acks, 1,
+                "{step}: request {} acknowledged {acks} times",
+                r["id"]
+            );
+        }
+        assert_eq!(count("INBOX"), 0, "{step}");
+        assert_eq!(count(PROCESSED), 8, "{step}: {:?}", list(PROCESSED));
+        d.stop();
+    }
+}

@@ -19,7 +19,6 @@ use tokio::sync::watch;
 
 use super::source::{Processor, SourceHealth};
 use crate::store::Store;
-use crate::store::inbox::Received;
 use crate::tls::TlsMode;
 
 /// `[imap]` settings.
@@ -111,7 +110,7 @@ impl AsyncWrite for ImapConn {
     }
 }
 
-type Session = async_imap::Session<ImapConn>;
+pub(crate) type Session = async_imap::Session<ImapConn>;
 
 /// Builds a rustls client configuration: the system's roots plus an optional private CA.
 pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
@@ -350,78 +349,7 @@ impl ImapSource {
             v.sort_unstable();
             v
         };
-        for (uid, size) in sizes {
-            let key = format!("imap/{}/{uidvalidity}/{uid}", s.mailbox);
-            // RFC822.SIZE first: an oversized message is not fetched whole.
-            let query = if size > s.max_message_bytes {
-                "(UID BODY.PEEK[HEADER])"
-            } else {
-                "(UID BODY.PEEK[])"
-            };
-            let bytes = {
-                let stream =
-                    with_deadline(t, "UID FETCH", session.uid_fetch(uid.to_string(), query))
-                        .await?;
-                let fetched: Vec<_> =
-                    with_deadline(t, "UID FETCH", stream.try_collect::<Vec<_>>()).await?;
-                fetched
-                    .iter()
-                    .find(|f| f.uid == Some(uid))
-                    .and_then(|f| f.body().or_else(|| f.header()).map(<[u8]>::to_vec))
-            };
-            let Some(bytes) = bytes else {
-                tracing::warn!(uid, "the server returned no body for a message; skipped");
-                continue;
-            };
-            let store = self.store.clone();
-            let processor = self.processor.clone();
-            let k = key.clone();
-            let oversized = (size > s.max_message_bytes).then(|| format!("message of {size} octets is over the limit of {} (only its header was fetched)", s.max_message_bytes));
-            let outcome = tokio::task::spawn_blocking(move || -> Result<(), String> {
-                match store.receive(&k, &bytes, jiff::Timestamp::now()).map_err(|e| e.to_string())? {
-                    Received::New(_) => processor.process(&k, oversized.as_deref()).map(|_| ()),
-                                        Received::Known(first) => {
-                        tracing::info!(key = %k, first = %first, "message stored before (same bytes); not applied again");
-                        processor.record_copy(&k, &first)
-                    }
-                }
-            })
+        self.sweep_batches(session, uidvalidity, &sizes, can_move, uidplus)
             .await
-            .map_err(|e| format!("processing task failed: {e}"))?;
-            outcome?;
-            // The effect is committed: now move it out of the way.
-            if can_move {
-                with_deadline(
-                    t,
-                    "UID MOVE",
-                    session.uid_mv(uid.to_string(), &s.processed_mailbox),
-                )
-                .await?;
-            } else {
-                with_deadline(
-                    t,
-                    "UID COPY",
-                    session.uid_copy(uid.to_string(), &s.processed_mailbox),
-                )
-                .await?;
-                let st = with_deadline(
-                    t,
-                    "UID STORE",
-                    session.uid_store(uid.to_string(), "+FLAGS.SILENT (\\Deleted)"),
-                )
-                .await?;
-                let _: Vec<_> = with_deadline(t, "UID STORE", st.try_collect::<Vec<_>>()).await?;
-                if uidplus {
-                    let ex = with_deadline(t, "UID EXPUNGE", session.uid_expunge(uid.to_string()))
-                        .await?;
-                    let _: Vec<_> =
-                        with_deadline(t, "UID EXPUNGE", ex.try_collect::<Vec<_>>()).await?;
-                }
-            }
-            self.store
-                .set_imap_position(&s.mailbox, uidvalidity, uid)
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
     }
 }

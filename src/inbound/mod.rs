@@ -18,6 +18,7 @@ pub mod bounce;
 pub mod classify;
 pub mod correlate;
 pub mod imap;
+mod imap_batch;
 pub mod intake;
 pub mod parse;
 pub mod rules;

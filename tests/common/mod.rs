@@ -344,6 +344,15 @@ pub fn spawn_serve(config: &Path, log: &Path) -> Child {
     spawn_serve_with(config, log, &Options::default())
 }
 
+/// [`spawn_serve`] with extra environment variables (e.g. `REGMAIL_CRASH_AT`).
+pub fn spawn_serve_env(config: &Path, log: &Path, env: &[(String, String)]) -> Child {
+    let opts = Options {
+        env: env.to_vec(),
+        ..Options::default()
+    };
+    spawn_serve_with(config, log, &opts)
+}
+
 /// [`spawn_serve`] with the process settings of `opts` (descriptor limit, environment).
 pub fn spawn_serve_with(config: &Path, log: &Path, opts: &Options) -> Child {
     let out = OpenOptions::new()

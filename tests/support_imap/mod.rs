@@ -936,6 +936,8 @@ pub struct ImapDaemon {
     port: u16,
     child: Option<Child>,
     agent: ureq::Agent,
+    /// Extra environment for the next launches.
+    pub env: Vec<(String, String)>,
 }
 
 impl ImapDaemon {
@@ -971,6 +973,7 @@ impl ImapDaemon {
             token,
             config,
             port: 0,
+            env: Vec::new(),
             child: None,
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
@@ -991,7 +994,7 @@ impl ImapDaemon {
                 )
                 .expect("write config");
             }
-            let mut child = common::spawn_serve(&self.config_path, &self.log_path());
+            let mut child = common::spawn_serve_env(&self.config_path, &self.log_path(), &self.env);
             match self.wait_ready(&mut child) {
                 Ok(()) => {
                     self.child = Some(child);
@@ -1039,6 +1042,19 @@ impl ImapDaemon {
     /// Starts it (again) on the same store, configuration and port.
     pub fn restart(&mut self) {
         self.launch(false);
+    }
+
+    /// Waits up to `timeout` for the daemon to exit by itself (e.g. at a `REGMAIL_CRASH_AT`
+    /// point); true if it did.
+    pub fn exited_within(&mut self, timeout: Duration) -> bool {
+        let Some(c) = self.child.as_mut() else {
+            return true;
+        };
+        if common::wait_exit(c, timeout).is_some() {
+            self.child = None;
+            return true;
+        }
+        false
     }
 
     /// SIGKILL, no chance to clean up.
