@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 
 use crate::config::{Config, TOKEN_ENV};
 
+mod notices;
+
 /// Orders domains from e-mail driven registrars (R01.RU) for hosting control panels.
 #[derive(Debug, Parser)]
 #[command(name = "regmail", version, about)]
@@ -173,6 +175,9 @@ pub enum Command {
         #[arg(long, default_value = "var/demo")]
         dir: PathBuf,
     },
+    /// Notices, deliveries, users, webhooks (src/cli/notices.rs).
+    #[command(flatten)]
+    Notice(notices::NoticeCommand),
     /// Cancel an order that has not reached the registrar.
     Cancel {
         /// The domain.
@@ -278,6 +283,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let client = ApiClient::new(&cli)?;
     let out = &mut std::io::stdout();
     match cli.command {
+        Command::Notice(cmd) => notices::run(cmd, &client, cli.json, out)?,
         Command::Status { domain } => {
             let v = client.get(&format!("/v1/domains/{}", enc(&domain)))?;
             if cli.json {
