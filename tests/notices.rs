@@ -626,3 +626,62 @@ fn sigkill_during_a_webhook_delivery_loses_nothing_and_repeats_the_id() {
         "{starts:?}"
     );
 }
+
+/// An endpoint that has not succeeded for `webhook_disable_after` (5 days by default; 1 s
+/// here) is disabled, its delivery kept (Held), and the operators get a notice.
+#[test]
+fn an_endpoint_failing_too_long_is_disabled_and_the_operators_hear_of_it() {
+    let d = Daemon::start_with(Options {
+        extra_config: format!("{SCHEDULE}webhook_disable_after = \"1s\"\n"),
+        ..Options::default()
+    });
+    account(&d, "acme");
+    let mut rx = Receiver::new();
+    let ep = endpoint(&d, &mut rx, json!(["balance.*"]));
+    // The receiver never starts: every attempt is refused.
+    let id = post_notice(&d, "balance.topup_failed", json!({"reason": "declined"}));
+    wait_api(&d, "the endpoint disabled", Duration::from_secs(15), |d| {
+        d.get_ok(&format!("/v1/webhooks/{ep}"))["enabled"] == false
+    });
+    let e = d.get_ok(&format!("/v1/webhooks/{ep}"));
+    assert!(
+        e["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("no success since"),
+        "{e}"
+    );
+    let w = webhook_delivery(&d, id);
+    assert_eq!(w["state"], "Held", "{w}");
+    assert!(w["attempts"].as_array().unwrap().len() >= 2, "{w}");
+    wait_api(&d, "the operators' notice", Duration::from_secs(5), |d| {
+        notices_of(d, "type=operator.webhook_disabled").len() == 1
+    });
+}
+
+/// A bounce of a notice e-mail (the intake already recognises bounces) is recorded on the
+/// delivery it returns.
+#[test]
+fn a_bounced_notice_email_is_recorded_on_its_delivery() {
+    let d = daemon();
+    account(&d, "acme");
+    let id = post_notice(&d, "balance.topup_failed", json!({"reason": "declined"}));
+    wait_api(&d, "the e-mail sent", Duration::from_secs(10), |d| {
+        deliveries_of(d, id)[0]["state"] == "Sent"
+    });
+    let del = deliveries_of(&d, id)[0]["id"].as_u64().unwrap();
+    let bounce = format!(
+        "From: MAILER-DAEMON@mx.customer.test\r\nTo: notices@hosting.test\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <bounce-{del}@mx.customer.test>\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\n\r\nThis is the mail system at host mx.customer.test.\r\n\r\n<owner@customer.test>: host mx.customer.test said: 550 5.1.1 User unknown\r\n\r\n--- the returned message ---\r\nMessage-ID: <notice-{del}@localhost>\r\nSubject: A top-up failed\r\n"
+    );
+    let inbox = d.dir().join("var/inbox");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(inbox.join(sub)).unwrap();
+    }
+    std::fs::write(inbox.join("tmp/b1.eml"), bounce).unwrap();
+    std::fs::rename(inbox.join("tmp/b1.eml"), inbox.join("new/b1.eml")).unwrap();
+    wait_api(&d, "the bounce recorded", Duration::from_secs(10), |d| {
+        deliveries_of(d, id)[0]["state"] == "Bounced"
+    });
+    let dl = &deliveries_of(&d, id)[0];
+    assert!(dl["bounce"].as_str().unwrap().contains("550"), "{dl}");
+}

@@ -313,6 +313,42 @@ impl Store {
         })
     }
 
+    /// Records a bounce of the notice e-mail whose Message-ID is `message_id`
+    /// (`<notice-ID@host>`): the delivery becomes Bounced with `reason`. False when the id is
+    /// not one of our notice e-mails.
+    pub fn record_bounce(
+        &self,
+        message_id: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<bool, ApplyError> {
+        let id = message_id
+            .trim()
+            .trim_start_matches('<')
+            .strip_prefix("notice-")
+            .and_then(|r| r.split_once('@'))
+            .and_then(|(n, _)| n.parse::<u64>().ok());
+        let Some(id) = id else { return Ok(false) };
+        self.commit_extra(now, |s| {
+            let Some(d) = s.delivery(id)? else {
+                return Ok((Extra::default(), false));
+            };
+            if d.channel != Channel::Email || d.state != DeliveryState::Sent {
+                return Ok((Extra::default(), false));
+            }
+            let mut new = d.clone();
+            new.state = DeliveryState::Bounced;
+            new.bounce = Some(reason.to_owned());
+            Ok((
+                Extra {
+                    notices: delivery_update(&d, &new),
+                    ..Extra::default()
+                },
+                true,
+            ))
+        })
+    }
+
     /// The per-install key of one-click unsubscribe tokens (created on first use).
     pub fn unsubscribe_key(&self) -> Result<Vec<u8>, ApplyError> {
         if let Some(k) = self.notices.get(UNSUB_KEY).map_err(StoreError::from)? {
