@@ -685,3 +685,63 @@ fn a_bounced_notice_email_is_recorded_on_its_delivery() {
     let dl = &deliveries_of(&d, id)[0];
     assert!(dl["bounce"].as_str().unwrap().contains("550"), "{dl}");
 }
+
+/// Notice templates are overridable by a directory and reloaded with `POST /v1/reload`; a broken
+/// one is refused with its file and line, and the old templates stay in force.
+#[test]
+fn notice_templates_reload_from_a_directory_and_a_broken_one_is_refused() {
+    let tdir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tdir.path().join("ru")).unwrap();
+    let file = tdir.path().join("ru/balance.topup_failed.txt");
+    std::fs::write(
+        &file,
+        "Subject: Платёж не прошёл\n\nверсия-1 {{ reason }}\n",
+    )
+    .unwrap();
+    let d = Daemon::start_with(Options {
+        extra_config: format!("{SCHEDULE}templates_dir = \"{}\"\n", tdir.path().display()),
+        ..Options::default()
+    });
+    account(&d, "acme");
+    let sent = |d: &Daemon, id: u64| {
+        wait_api(d, "the e-mail sent", Duration::from_secs(10), |d| {
+            deliveries_of(d, id)[0]["state"] == "Sent"
+        });
+        let del = deliveries_of(d, id)[0]["id"].as_u64().unwrap();
+        common::read(&d.outbox_dir().join(format!("notice-{del}.eml")))
+    };
+    let m = sent(
+        &d,
+        post_notice(&d, "balance.topup_failed", json!({"reason": "x"})),
+    );
+    assert!(m.contains("версия-1 x"), "{m}");
+    std::fs::write(
+        &file,
+        "Subject: Платёж не прошёл\n\nверсия-2 {{ reason }}\n",
+    )
+    .unwrap();
+    d.post_expect("/v1/reload", &json!({}), 200);
+    let m = sent(
+        &d,
+        post_notice(&d, "balance.topup_failed", json!({"reason": "y"})),
+    );
+    assert!(m.contains("версия-2 y"), "the reload did not take: {m}");
+    std::fs::write(&file, "Subject: x\n\nline\n{% if %}\n").unwrap();
+    let (s, v) = d.post("/v1/reload", &json!({}));
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ru/balance.topup_failed.txt, line 4"),
+        "{v}"
+    );
+    let m = sent(
+        &d,
+        post_notice(&d, "balance.topup_failed", json!({"reason": "z"})),
+    );
+    assert!(
+        m.contains("версия-2 z"),
+        "the old templates stay in force: {m}"
+    );
+}
