@@ -151,7 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::channels::email::EmailChannel {
             store: store.clone(),
             hub: hub.clone(),
-            transport: config.transport().map_err(anyhow::Error::msg)?,
+            transport: notice_transport(&config)?,
             config: config.notices.clone(),
             beat: Some(health.worker("notice-email", smtp_timeout * 8 + Duration::from_secs(10))),
         }
@@ -265,6 +265,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || flush_store.flush()).await??;
     tracing::info!("stopped; store flushed");
     Ok(())
+}
+
+/// The notice e-mails' transport: the requests' one, except that the `dir` transport writes
+/// notices into its `notices/` subdirectory, apart from the requests a registrar (or the
+/// sandbox) reads.
+fn notice_transport(config: &Config) -> anyhow::Result<crate::outbound::Transport> {
+    Ok(match config.transport().map_err(anyhow::Error::msg)? {
+        crate::outbound::Transport::Dir(d) => crate::outbound::Transport::Dir(d.join("notices")),
+        t => t,
+    })
 }
 
 /// The operators of `[notices] operators`, for operator notices.

@@ -355,7 +355,7 @@ fn a_registered_domain_is_mailed_to_exactly_the_users_the_rules_select() {
             .iter()
             .all(|x| x["state"] == "Sent")
     });
-    let files: Vec<String> = std::fs::read_dir(d.outbox_dir())
+    let files: Vec<String> = std::fs::read_dir(d.outbox_dir().join("notices"))
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("notice-"))
@@ -708,7 +708,7 @@ fn notice_templates_reload_from_a_directory_and_a_broken_one_is_refused() {
             deliveries_of(d, id)[0]["state"] == "Sent"
         });
         let del = deliveries_of(d, id)[0]["id"].as_u64().unwrap();
-        common::read(&d.outbox_dir().join(format!("notice-{del}.eml")))
+        common::read(&d.outbox_dir().join(format!("notices/notice-{del}.eml")))
     };
     let m = sent(
         &d,
