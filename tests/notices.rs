@@ -377,6 +377,30 @@ fn a_registered_domain_is_mailed_to_exactly_the_users_the_rules_select() {
         "{admin}"
     );
     assert!(admin.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"));
+    // The operators' view: the CLI lists notices, users and their subscriptions, deliveries.
+    let out = d.cli(&["notices", "--domain", "notice-test.ru"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("domain.registered"), "{}", out.stdout);
+    let out = d.cli(&["users", "acme"]);
+    assert!(out.stdout.contains("adm   admin"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("adm") && l.ends_with("domains")),
+        "{}",
+        out.stdout
+    );
+    let out = d.cli(&["--json", "deliveries", "--failed"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap()["deliveries"],
+        json!([])
+    );
+    let out = d.cli(&["notice", &id.to_string()]);
+    assert!(
+        out.stdout.contains("owner@customer.test") && out.stdout.contains("Sent"),
+        "{}",
+        out.stdout
+    );
     // The pull feed has it under the same id.
     let ev = d.get_ok(&format!("/v1/events?after={}", id - 1));
     assert_eq!(ev["events"][0]["id"], id.to_string());
