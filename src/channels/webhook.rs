@@ -258,7 +258,7 @@ impl WebhookChannel {
 
     fn save(&self, old: &Delivery, new: &Delivery, ep: Option<Endpoint>, now: Timestamp) {
         let r = self.store.commit_extra(now, |_| {
-            Ok((
+            Ok::<_, crate::store::ApplyError>((
                 Extra {
                     notices: delivery_update(old, new),
                     users: ep.iter().map(endpoint_write).collect(),

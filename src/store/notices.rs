@@ -99,9 +99,6 @@ pub enum Posted {
 /// client's contact), the notices written.
 pub type Plan = (Vec<Write>, Vec<Write>, Vec<Notice>);
 
-/// Writes that a closure decides under the writer lock, plus what it returns.
-pub type Decision<T> = Result<(Extra, T), ApplyError>;
-
 struct NoIds;
 impl IdSource for NoIds {
     fn request_id(&mut self) -> RequestId {
@@ -126,12 +123,13 @@ impl Store {
 
     /// Runs `decide` under the writer lock and commits the writes it returns through the
     /// store's apply path (one transaction, then flush). What `decide` read stays true until
-    /// the commit, since every notice-engine write comes through here.
-    pub fn commit_extra<T>(
+    /// the commit, since every notice-engine write comes through here. `decide` may refuse with
+    /// its own error type (the API's answers), which then changes nothing.
+    pub fn commit_extra<T, E: From<ApplyError>>(
         &self,
         now: Timestamp,
-        decide: impl FnOnce(&Store) -> Decision<T>,
-    ) -> Result<T, ApplyError> {
+        decide: impl FnOnce(&Store) -> Result<(Extra, T), E>,
+    ) -> Result<T, E> {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let (extra, out) = decide(self)?;
         let mut extra = Some(extra);
@@ -143,7 +141,8 @@ impl Store {
             ids: &mut ids,
             policy: &policy,
         };
-        self.apply_locked(None, &mut ctx, Some(&mut take))?;
+        self.apply_locked(None, &mut ctx, Some(&mut take))
+            .map_err(E::from)?;
         Ok(out)
     }
 
