@@ -606,6 +606,21 @@ fn webhooks_are_verified_retried_disabled_and_replayed() {
             .count()
             > before
     });
+    // A secret rotation: both keys sign for a while, so the receiver's old secret still works.
+    let v = d.post_expect(&format!("/v1/webhooks/{ep}/rotate"), &json!({}), 200);
+    assert_ne!(v["secret"], rx.secret.as_str());
+    let id6 = post_notice(
+        &d,
+        "domain.registrant_changed",
+        json!({"domain": "rotated.ru"}),
+    );
+    let recs = rx.wait_for(
+        "the notice after the rotation",
+        Duration::from_secs(10),
+        |r| r.iter().any(|x| x["event"] == "done" && is_id(x, id6)),
+    );
+    let last = recs.iter().rfind(|x| is_id(x, id6)).unwrap();
+    assert_eq!(last["signatures"], 2, "{last}");
     // Every request the receiver got carried a valid signature.
     let all = rx.records();
     assert!(all.iter().all(|x| x["verified"] == true), "{all:?}");
