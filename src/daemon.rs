@@ -158,15 +158,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .run(stop_rx.clone()),
     );
     let notice_webhook = tokio::spawn(
-        crate::channels::webhook::WebhookChannel {
-            store: store.clone(),
-            hub: hub.clone(),
-            config: config.notices.clone(),
-            beat: Some(health.worker(
+        crate::channels::webhook::WebhookChannel::new(
+            store.clone(),
+            hub.clone(),
+            config.notices.clone(),
+            Some(health.worker(
                 "notice-webhook",
                 config.notices.webhook_timeout * 40 + Duration::from_secs(10),
             )),
-        }
+        )
         .run(stop_rx.clone()),
     );
     let processor: Arc<dyn Processor> = intake.clone();

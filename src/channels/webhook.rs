@@ -39,6 +39,27 @@ pub struct WebhookChannel {
     pub config: NoticesConfig,
     /// Liveness beat.
     pub beat: Option<Arc<crate::health::Worker>>,
+    /// The HTTP client (its connections are reused across sweeps).
+    agent: ureq::Agent,
+}
+
+impl WebhookChannel {
+    /// A worker with its HTTP client (no redirects, `webhook_timeout` in all).
+    pub fn new(
+        store: Arc<Store>,
+        hub: NoticeHub,
+        config: NoticesConfig,
+        beat: Option<Arc<crate::health::Worker>>,
+    ) -> Self {
+        let agent = agent(config.webhook_timeout);
+        WebhookChannel {
+            store,
+            hub,
+            config,
+            beat,
+            agent,
+        }
+    }
 }
 
 /// What one POST came to.
@@ -136,17 +157,17 @@ impl WebhookChannel {
             _ => return 0,
         };
         let n = due.len();
-        let agent = agent(self.config.webhook_timeout);
-        for chunk in due.chunks(PARALLEL) {
-            let mut set = tokio::task::JoinSet::new();
-            for id in chunk {
-                let me = self.clone();
-                let agent = agent.clone();
-                let id = *id;
-                set.spawn_blocking(move || me.deliver(&agent, id));
+        // Up to PARALLEL posts in flight; a slow receiver holds one slot, not the batch.
+        let mut set = tokio::task::JoinSet::new();
+        for id in due {
+            if set.len() >= PARALLEL {
+                set.join_next().await;
             }
-            while set.join_next().await.is_some() {}
+            let me = self.clone();
+            let agent = self.agent.clone();
+            set.spawn_blocking(move || me.deliver(&agent, id));
         }
+        while set.join_next().await.is_some() {}
         n
     }
 
