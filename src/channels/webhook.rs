@@ -62,6 +62,11 @@ impl WebhookChannel {
     }
 }
 
+/// A URL as logged: without its query and fragment, which may carry a panel's token.
+fn log_url(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
+}
+
 /// What one POST came to.
 struct Answer {
     status: Option<u16>,
@@ -222,7 +227,7 @@ impl WebhookChannel {
             answer: a.text.clone(),
             ok,
         };
-        tracing::info!(delivery = id, notice = n.id, url = %d.address, status = ?a.status, latency_ms = latency, "webhook attempt");
+        tracing::info!(delivery = id, notice = n.id, url = %log_url(&d.address), status = ?a.status, latency_ms = latency, "webhook attempt");
         let mut ep_new = ep.clone();
         let mut new = d.clone();
         let mut disabled_why = None;
@@ -261,7 +266,7 @@ impl WebhookChannel {
         let ep_change = (ep_new != ep).then_some(ep_new);
         self.save(&d, &new, ep_change, now);
         if let Some(why) = disabled_why {
-            tracing::warn!(endpoint = %ep.id, url = %ep.url, reason = %why, "webhook endpoint disabled");
+            tracing::warn!(endpoint = %ep.id, url = %log_url(&ep.url), reason = %why, "webhook endpoint disabled");
             let mut data = BTreeMap::new();
             data.insert("url".to_owned(), ep.url.clone());
             data.insert("reason".to_owned(), why);
