@@ -784,3 +784,76 @@ fn notice_templates_reload_from_a_directory_and_a_broken_one_is_refused() {
         "the old templates stay in force: {m}"
     );
 }
+
+/// The RFC 8058 one-click link from a notice e-mail (the `dir` transport here; the same through
+/// Postfix and Dovecot in tests/notices_mail.rs): a GET only shows a page; the POST, without the
+/// API token, unsubscribes with a 200 and no redirect; the next notice of that category is not
+/// sent to that user; a mandatory one still is.
+#[test]
+fn one_click_unsubscribe_stops_the_category_but_not_mandatory_notices() {
+    let d = daemon();
+    account(&d, "acme");
+    d.put(
+        "/v1/clients/acme/users/adm/subscriptions",
+        &json!({"acting_user": "adm", "subscriptions": {"domains": ["email"]}}),
+    );
+    let mail_to = |d: &Daemon, id: u64, who: &str| -> Option<String> {
+        wait_api(d, "the e-mails sent", Duration::from_secs(10), |d| {
+            deliveries_of(d, id).iter().all(|x| x["state"] == "Sent")
+        });
+        deliveries_of(d, id)
+            .iter()
+            .find(|x| x["address"] == who)
+            .map(|x| {
+                common::read(
+                    &d.outbox_dir()
+                        .join(format!("notices/notice-{}.eml", x["id"])),
+                )
+            })
+    };
+    let id = post_notice(&d, "domain.registrant_changed", json!({"domain": "a.ru"}));
+    let m = mail_to(&d, id, "admin@customer.test").expect("the admin's e-mail");
+    let url = m
+        .lines()
+        .find_map(|l| l.strip_prefix("List-Unsubscribe: <"))
+        .and_then(|l| l.strip_suffix('>'))
+        .expect("List-Unsubscribe")
+        .to_owned();
+    let path = url
+        .strip_prefix(&d.base())
+        .expect("served by regmail itself");
+    let r = d.call("GET", path, &[], Body::None, false);
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("<form method=post>"), "{}", r.text);
+    assert_eq!(
+        d.get_ok("/v1/clients/acme/users/adm/subscriptions")["subscriptions"],
+        json!({"domains": ["email"]}),
+        "a GET changed the subscription"
+    );
+    let r = d.call(
+        "POST",
+        path,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Body::Raw(b"List-Unsubscribe=One-Click"),
+        false,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.header("location").is_none());
+    assert_eq!(
+        d.get_ok("/v1/clients/acme/users/adm/subscriptions")["subscriptions"],
+        json!({})
+    );
+    // A forged token is refused.
+    let r = d.call("POST", &format!("{path}x"), &[], Body::None, false);
+    assert_eq!(r.status, 404, "{}", r.text);
+    let id = post_notice(&d, "domain.registrant_changed", json!({"domain": "b.ru"}));
+    assert!(mail_to(&d, id, "admin@customer.test").is_none());
+    assert!(mail_to(&d, id, "owner@customer.test").is_some());
+    let id = post_notice(
+        &d,
+        "domain.deletion_warning",
+        json!({"domain": "b.ru", "date": "2028-01-01"}),
+    );
+    let m = mail_to(&d, id, "admin@customer.test").expect("the mandatory notice");
+    assert!(!m.contains("List-Unsubscribe"), "{m}");
+}
