@@ -15,6 +15,7 @@ use crate::config::{Config, TOKEN_ENV};
 mod import;
 mod init;
 mod log;
+mod notices;
 mod ops;
 mod rules;
 pub mod table;
@@ -193,6 +194,9 @@ pub enum Command {
         #[arg(long, default_value = "var/demo")]
         dir: PathBuf,
     },
+    /// Notices, deliveries, users, webhooks (src/cli/notices.rs).
+    #[command(flatten)]
+    Notice(notices::NoticeCommand),
     /// Cancel an order that has not reached the registrar.
     Cancel {
         /// The domain.
@@ -372,6 +376,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let client = ApiClient::new(&cli)?;
     let out = &mut std::io::stdout();
     match cli.command {
+        Command::Notice(cmd) => notices::run(cmd, &client, cli.json, out)?,
         Command::Status { domain } => {
             let v = client.get(&format!("/v1/domains/{}", enc(&domain)))?;
             if cli.json {

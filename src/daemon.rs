@@ -204,22 +204,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::channels::email::EmailChannel {
             store: store.clone(),
             hub: hub.clone(),
-            transport: config.transport().map_err(anyhow::Error::msg)?,
+            transport: notice_transport(&config)?,
             config: config.notices.clone(),
             beat: Some(health.worker("notice-email", smtp_timeout * 8 + Duration::from_secs(10))),
         }
         .run(stop_rx.clone()),
     );
     let notice_webhook = tokio::spawn(
-        crate::channels::webhook::WebhookChannel {
-            store: store.clone(),
-            hub: hub.clone(),
-            config: config.notices.clone(),
-            beat: Some(health.worker(
+        crate::channels::webhook::WebhookChannel::new(
+            store.clone(),
+            hub.clone(),
+            config.notices.clone(),
+            Some(health.worker(
                 "notice-webhook",
                 config.notices.webhook_timeout * 40 + Duration::from_secs(10),
             )),
-        }
+        )
         .run(stop_rx.clone()),
     );
     let processor: Arc<dyn Processor> = intake.clone();
@@ -322,6 +322,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || flush_store.flush()).await??;
     tracing::info!("stopped; store flushed");
     Ok(())
+}
+
+/// The notice e-mails' transport: the requests' one, except that the `dir` transport writes
+/// notices into its `notices/` subdirectory, apart from the requests a registrar (or the
+/// sandbox) reads.
+fn notice_transport(config: &Config) -> anyhow::Result<crate::outbound::Transport> {
+    Ok(match config.transport().map_err(anyhow::Error::msg)? {
+        crate::outbound::Transport::Dir(d) => crate::outbound::Transport::Dir(d.join("notices")),
+        t => t,
+    })
 }
 
 /// The operators of `[notices] operators`, for operator notices.

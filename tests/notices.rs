@@ -355,7 +355,7 @@ fn a_registered_domain_is_mailed_to_exactly_the_users_the_rules_select() {
             .iter()
             .all(|x| x["state"] == "Sent")
     });
-    let files: Vec<String> = std::fs::read_dir(d.outbox_dir())
+    let files: Vec<String> = std::fs::read_dir(d.outbox_dir().join("notices"))
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("notice-"))
@@ -377,6 +377,30 @@ fn a_registered_domain_is_mailed_to_exactly_the_users_the_rules_select() {
         "{admin}"
     );
     assert!(admin.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"));
+    // The operators' view: the CLI lists notices, users and their subscriptions, deliveries.
+    let out = d.cli(&["notices", "--domain", "notice-test.ru"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("domain.registered"), "{}", out.stdout);
+    let out = d.cli(&["users", "acme"]);
+    assert!(out.stdout.contains("adm   admin"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("adm") && l.ends_with("domains")),
+        "{}",
+        out.stdout
+    );
+    let out = d.cli(&["--json", "deliveries", "--failed"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out.stdout).unwrap()["deliveries"],
+        json!([])
+    );
+    let out = d.cli(&["notice", &id.to_string()]);
+    assert!(
+        out.stdout.contains("owner@customer.test") && out.stdout.contains("Sent"),
+        "{}",
+        out.stdout
+    );
     // The pull feed has it under the same id.
     let ev = d.get_ok(&format!("/v1/events?after={}", id - 1));
     assert_eq!(ev["events"][0]["id"], id.to_string());
@@ -582,6 +606,21 @@ fn webhooks_are_verified_retried_disabled_and_replayed() {
             .count()
             > before
     });
+    // A secret rotation: both keys sign for a while, so the receiver's old secret still works.
+    let v = d.post_expect(&format!("/v1/webhooks/{ep}/rotate"), &json!({}), 200);
+    assert_ne!(v["secret"], rx.secret.as_str());
+    let id6 = post_notice(
+        &d,
+        "domain.registrant_changed",
+        json!({"domain": "rotated.ru"}),
+    );
+    let recs = rx.wait_for(
+        "the notice after the rotation",
+        Duration::from_secs(10),
+        |r| r.iter().any(|x| x["event"] == "done" && is_id(x, id6)),
+    );
+    let last = recs.iter().rfind(|x| is_id(x, id6)).unwrap();
+    assert_eq!(last["signatures"], 2, "{last}");
     // Every request the receiver got carried a valid signature.
     let all = rx.records();
     assert!(all.iter().all(|x| x["verified"] == true), "{all:?}");
@@ -625,4 +664,196 @@ fn sigkill_during_a_webhook_delivery_loses_nothing_and_repeats_the_id() {
         starts.iter().all(|x| is_id(x, id) && x["verified"] == true),
         "{starts:?}"
     );
+}
+
+/// An endpoint that has not succeeded for `webhook_disable_after` (5 days by default; 1 s
+/// here) is disabled, its delivery kept (Held), and the operators get a notice.
+#[test]
+fn an_endpoint_failing_too_long_is_disabled_and_the_operators_hear_of_it() {
+    let d = Daemon::start_with(Options {
+        extra_config: format!("{SCHEDULE}webhook_disable_after = \"1s\"\n"),
+        ..Options::default()
+    });
+    account(&d, "acme");
+    let mut rx = Receiver::new();
+    let ep = endpoint(&d, &mut rx, json!(["balance.*"]));
+    // The receiver never starts: every attempt is refused.
+    let id = post_notice(&d, "balance.topup_failed", json!({"reason": "declined"}));
+    wait_api(&d, "the endpoint disabled", Duration::from_secs(15), |d| {
+        d.get_ok(&format!("/v1/webhooks/{ep}"))["enabled"] == false
+    });
+    let e = d.get_ok(&format!("/v1/webhooks/{ep}"));
+    assert!(
+        e["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("no success since"),
+        "{e}"
+    );
+    let w = webhook_delivery(&d, id);
+    assert_eq!(w["state"], "Held", "{w}");
+    assert!(w["attempts"].as_array().unwrap().len() >= 2, "{w}");
+    wait_api(&d, "the operators' notice", Duration::from_secs(5), |d| {
+        notices_of(d, "type=operator.webhook_disabled").len() == 1
+    });
+}
+
+/// A bounce of a notice e-mail (the intake already recognises bounces) is recorded on the
+/// delivery it returns.
+#[test]
+fn a_bounced_notice_email_is_recorded_on_its_delivery() {
+    let d = daemon();
+    account(&d, "acme");
+    let id = post_notice(&d, "balance.topup_failed", json!({"reason": "declined"}));
+    wait_api(&d, "the e-mail sent", Duration::from_secs(10), |d| {
+        deliveries_of(d, id)[0]["state"] == "Sent"
+    });
+    let del = deliveries_of(&d, id)[0]["id"].as_u64().unwrap();
+    let bounce = format!(
+        "From: MAILER-DAEMON@mx.customer.test\r\nTo: notices@hosting.test\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <bounce-{del}@mx.customer.test>\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\n\r\nThis is the mail system at host mx.customer.test.\r\n\r\n<owner@customer.test>: host mx.customer.test said: 550 5.1.1 User unknown\r\n\r\n--- the returned message ---\r\nMessage-ID: <notice-{del}@localhost>\r\nSubject: A top-up failed\r\n"
+    );
+    let inbox = d.dir().join("var/inbox");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(inbox.join(sub)).unwrap();
+    }
+    std::fs::write(inbox.join("tmp/b1.eml"), bounce).unwrap();
+    std::fs::rename(inbox.join("tmp/b1.eml"), inbox.join("new/b1.eml")).unwrap();
+    wait_api(&d, "the bounce recorded", Duration::from_secs(10), |d| {
+        deliveries_of(d, id)[0]["state"] == "Bounced"
+    });
+    let dl = &deliveries_of(&d, id)[0];
+    assert!(dl["bounce"].as_str().unwrap().contains("550"), "{dl}");
+}
+
+/// Notice templates are overridable by a directory and reloaded with `POST /v1/reload`; a broken
+/// one is refused with its file and line, and the old templates stay in force.
+#[test]
+fn notice_templates_reload_from_a_directory_and_a_broken_one_is_refused() {
+    let tdir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tdir.path().join("ru")).unwrap();
+    let file = tdir.path().join("ru/balance.topup_failed.txt");
+    std::fs::write(
+        &file,
+        "Subject: Платёж не прошёл\n\nверсия-1 {{ reason }}\n",
+    )
+    .unwrap();
+    let d = Daemon::start_with(Options {
+        extra_config: format!("{SCHEDULE}templates_dir = \"{}\"\n", tdir.path().display()),
+        ..Options::default()
+    });
+    account(&d, "acme");
+    let sent = |d: &Daemon, id: u64| {
+        wait_api(d, "the e-mail sent", Duration::from_secs(10), |d| {
+            deliveries_of(d, id)[0]["state"] == "Sent"
+        });
+        let del = deliveries_of(d, id)[0]["id"].as_u64().unwrap();
+        common::read(&d.outbox_dir().join(format!("notices/notice-{del}.eml")))
+    };
+    let m = sent(
+        &d,
+        post_notice(&d, "balance.topup_failed", json!({"reason": "x"})),
+    );
+    assert!(m.contains("версия-1 x"), "{m}");
+    std::fs::write(
+        &file,
+        "Subject: Платёж не прошёл\n\nверсия-2 {{ reason }}\n",
+    )
+    .unwrap();
+    d.post_expect("/v1/reload", &json!({}), 200);
+    let m = sent(
+        &d,
+        post_notice(&d, "balance.topup_failed", json!({"reason": "y"})),
+    );
+    assert!(m.contains("версия-2 y"), "the reload did not take: {m}");
+    std::fs::write(&file, "Subject: x\n\nline\n{% if %}\n").unwrap();
+    let (s, v) = d.post("/v1/reload", &json!({}));
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ru/balance.topup_failed.txt, line 4"),
+        "{v}"
+    );
+    let m = sent(
+        &d,
+        post_notice(&d, "balance.topup_failed", json!({"reason": "z"})),
+    );
+    assert!(
+        m.contains("версия-2 z"),
+        "the old templates stay in force: {m}"
+    );
+}
+
+/// The RFC 8058 one-click link from a notice e-mail (the `dir` transport here; the same through
+/// Postfix and Dovecot in tests/notices_mail.rs): a GET only shows a page; the POST, without the
+/// API token, unsubscribes with a 200 and no redirect; the next notice of that category is not
+/// sent to that user; a mandatory one still is.
+#[test]
+fn one_click_unsubscribe_stops_the_category_but_not_mandatory_notices() {
+    let d = daemon();
+    account(&d, "acme");
+    d.put(
+        "/v1/clients/acme/users/adm/subscriptions",
+        &json!({"acting_user": "adm", "subscriptions": {"domains": ["email"]}}),
+    );
+    let mail_to = |d: &Daemon, id: u64, who: &str| -> Option<String> {
+        wait_api(d, "the e-mails sent", Duration::from_secs(10), |d| {
+            deliveries_of(d, id).iter().all(|x| x["state"] == "Sent")
+        });
+        deliveries_of(d, id)
+            .iter()
+            .find(|x| x["address"] == who)
+            .map(|x| {
+                common::read(
+                    &d.outbox_dir()
+                        .join(format!("notices/notice-{}.eml", x["id"])),
+                )
+            })
+    };
+    let id = post_notice(&d, "domain.registrant_changed", json!({"domain": "a.ru"}));
+    let m = mail_to(&d, id, "admin@customer.test").expect("the admin's e-mail");
+    let url = m
+        .lines()
+        .find_map(|l| l.strip_prefix("List-Unsubscribe: <"))
+        .and_then(|l| l.strip_suffix('>'))
+        .expect("List-Unsubscribe")
+        .to_owned();
+    let path = url
+        .strip_prefix(&d.base())
+        .expect("served by regmail itself");
+    let r = d.call("GET", path, &[], Body::None, false);
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("<form method=post>"), "{}", r.text);
+    assert_eq!(
+        d.get_ok("/v1/clients/acme/users/adm/subscriptions")["subscriptions"],
+        json!({"domains": ["email"]}),
+        "a GET changed the subscription"
+    );
+    let r = d.call(
+        "POST",
+        path,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Body::Raw(b"List-Unsubscribe=One-Click"),
+        false,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.header("location").is_none());
+    assert_eq!(
+        d.get_ok("/v1/clients/acme/users/adm/subscriptions")["subscriptions"],
+        json!({})
+    );
+    // A forged token is refused.
+    let r = d.call("POST", &format!("{path}x"), &[], Body::None, false);
+    assert_eq!(r.status, 404, "{}", r.text);
+    let id = post_notice(&d, "domain.registrant_changed", json!({"domain": "b.ru"}));
+    assert!(mail_to(&d, id, "admin@customer.test").is_none());
+    assert!(mail_to(&d, id, "owner@customer.test").is_some());
+    let id = post_notice(
+        &d,
+        "domain.deletion_warning",
+        json!({"domain": "b.ru", "date": "2028-01-01"}),
+    );
+    let m = mail_to(&d, id, "admin@customer.test").expect("the mandatory notice");
+    assert!(!m.contains("List-Unsubscribe"), "{m}");
 }

@@ -235,7 +235,7 @@ async fn create_user(
         let (status, u) = state
             .store
             .commit_extra(now, |s| {
-                need_client(s, &client).map_err(Refused)?;
+                need_client(s, &client).map_err(Fail::Api)?;
                 let users = s.users_of(&client)?;
                 let mut u = User {
                     client: client.clone(),
@@ -259,21 +259,19 @@ async fn create_user(
                     if same {
                         return Ok((Extra::default(), (StatusCode::OK, old.clone())));
                     }
-                    return Err(Refused(ApiError::conflict(
+                    return Err(Fail::Api(ApiError::conflict(
                         "id",
                         format!("user {id} exists with other data; PUT changes it"),
-                    ))
-                    .into());
+                    )));
                 }
                 let owner = users.iter().find(|x| x.role == Role::Owner);
                 let mut writes = Vec::new();
                 match (u.role, owner) {
                     (Role::Owner, Some(o)) => {
-                        return Err(Refused(ApiError::conflict(
+                        return Err(Fail::Api(ApiError::conflict(
                             "role",
                             format!("client {client} already has its owner ({})", o.id),
-                        ))
-                        .into());
+                        )));
                     }
                     (Role::Owner, None) => {}
                     (_, Some(_)) => {}
@@ -298,54 +296,42 @@ async fn create_user(
                     (StatusCode::CREATED, u),
                 ))
             })
-            .map_err(unwrap_refused)?;
+            .map_err(unfail)?;
         Ok((status, Json(user_view(&u))).into_response())
     })
     .await
 }
 
-/// An API refusal carried through [`Store::commit_extra`] (which speaks store errors).
-struct Refused(ApiError);
+/// What a decision under the store's writer lock may end in: a refusal to answer, or a
+/// store failure.
+enum Fail {
+    Api(ApiError),
+    Store(crate::store::ApplyError),
+}
 
-impl From<Refused> for crate::store::ApplyError {
-    fn from(r: Refused) -> Self {
-        let e = r.0;
-        // Encoded as a store "corrupt" error with a marker key; unwrapped by unwrap_refused.
-        crate::store::ApplyError::Store(crate::store::StoreError::Corrupt {
-            key: REFUSED.into(),
-            reason: serde_json::to_string(&json!({
-                "status": e.status.as_u16(), "code": e.code, "field": e.field, "message": e.message
-            }))
-            .unwrap_or_default(),
-        })
+impl From<crate::store::ApplyError> for Fail {
+    fn from(e: crate::store::ApplyError) -> Self {
+        Fail::Store(e)
     }
 }
 
-const REFUSED: &str = "\u{0}api-refusal";
-
-fn unwrap_refused(e: crate::store::ApplyError) -> ApiError {
-    if let crate::store::ApplyError::Store(crate::store::StoreError::Corrupt { key, reason }) = &e
-        && key == REFUSED
-        && let Ok(v) = serde_json::from_str::<Value>(reason)
-    {
-        let status = v["status"]
-            .as_u64()
-            .and_then(|s| StatusCode::from_u16(s as u16).ok())
-            .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
-        let code = match status {
-            StatusCode::FORBIDDEN => "forbidden",
-            StatusCode::CONFLICT => "conflict",
-            StatusCode::NOT_FOUND => "not_found",
-            _ => "invalid_field",
-        };
-        return ApiError {
-            status,
-            code,
-            field: v["field"].as_str().unwrap_or("").to_owned(),
-            message: v["message"].as_str().unwrap_or("").to_owned(),
-        };
+impl From<crate::store::StoreError> for Fail {
+    fn from(e: crate::store::StoreError) -> Self {
+        Fail::Store(e.into())
     }
-    apply_err(e)
+}
+
+impl From<ApiError> for Fail {
+    fn from(e: ApiError) -> Self {
+        Fail::Api(e)
+    }
+}
+
+fn unfail(f: Fail) -> ApiError {
+    match f {
+        Fail::Api(e) => e,
+        Fail::Store(e) => apply_err(e),
+    }
 }
 
 async fn list_users(
@@ -400,21 +386,19 @@ async fn update_user(
         let u = state
             .store
             .commit_extra(now, |s| {
-                let mut u = find_user(s, &client, &user).map_err(Refused)?;
+                let mut u = find_user(s, &client, &user).map_err(Fail::Api)?;
                 if u.role != input.role {
                     if u.role == Role::Owner {
-                        return Err(Refused(ApiError::conflict(
+                        return Err(Fail::Api(ApiError::conflict(
                             "role",
                             "a client has exactly one owner; make another user owner... by deleting and recreating, not by demoting the owner",
-                        ))
-                        .into());
+                        )));
                     }
                     if input.role == Role::Owner {
-                        return Err(Refused(ApiError::conflict(
+                        return Err(Fail::Api(ApiError::conflict(
                             "role",
                             format!("client {client} already has its owner"),
-                        ))
-                        .into());
+                        )));
                     }
                 }
                 u.name = input.name.clone();
@@ -434,7 +418,7 @@ async fn update_user(
                     u,
                 ))
             })
-            .map_err(unwrap_refused)?;
+            .map_err(unfail)?;
         Ok(Json(user_view(&u)))
     })
     .await
@@ -449,13 +433,12 @@ async fn delete_user(
         state
             .store
             .commit_extra(Timestamp::now(), |s| {
-                let u = find_user(s, &client, &user).map_err(Refused)?;
+                let u = find_user(s, &client, &user).map_err(Fail::Api)?;
                 if u.role == Role::Owner {
-                    return Err(Refused(ApiError::conflict(
+                    return Err(Fail::Api(ApiError::conflict(
                         "user",
                         "the owner cannot be deleted while the client exists",
-                    ))
-                    .into());
+                    )));
                 }
                 Ok((
                     Extra {
@@ -465,7 +448,7 @@ async fn delete_user(
                     (),
                 ))
             })
-            .map_err(unwrap_refused)?;
+            .map_err(unfail)?;
         Ok(Json(json!({ "deleted": user })))
     })
     .await
@@ -546,15 +529,15 @@ async fn put_subscriptions(
         let u = state
             .store
             .commit_extra(now, |s| {
-                let mut target = find_user(s, &client, &user).map_err(Refused)?;
+                let mut target = find_user(s, &client, &user).map_err(Fail::Api)?;
                 let acting = s.user(&client, &actor)?.ok_or_else(|| {
-                    Refused(forbidden(
+                    Fail::Api(forbidden(
                         "acting_user",
                         format!("{actor} is not a user of client {client}"),
                     ))
                 })?;
                 check_subscription_change(&acting, &target, &new)
-                    .map_err(|r| Refused(forbidden(r.field, r.message)))?;
+                    .map_err(|r| Fail::Api(forbidden(r.field, r.message)))?;
                 target.subscriptions = new.clone();
                 target.subscriptions.retain(|_, c| !c.is_empty());
                 target.subscriptions_set_by = Some(actor.clone());
@@ -567,7 +550,7 @@ async fn put_subscriptions(
                     target,
                 ))
             })
-            .map_err(unwrap_refused)?;
+            .map_err(unfail)?;
         Ok(Json(json!({
             "user": u.id, "role": u.role, "subscriptions": subs_view(&u.effective()),
             "set_by": u.subscriptions_set_by,
@@ -1032,7 +1015,7 @@ async fn set_enabled(state: Arc<AppState>, id: String, on: bool) -> Result<Json<
         let e = state
             .store
             .commit_extra(now, |s| {
-                let mut e = find_endpoint(s, &id).map_err(Refused)?;
+                let mut e = find_endpoint(s, &id).map_err(Fail::Api)?;
                 e.enabled = on;
                 if on {
                     e.disabled_reason = None;
@@ -1048,7 +1031,7 @@ async fn set_enabled(state: Arc<AppState>, id: String, on: bool) -> Result<Json<
                     e,
                 ))
             })
-            .map_err(unwrap_refused)?;
+            .map_err(unfail)?;
         wake(&state);
         Ok(Json(endpoint_view(&e)))
     })
@@ -1096,7 +1079,7 @@ async fn rotate_webhook(
         let e = state
             .store
             .commit_extra(now, |s| {
-                let mut e = find_endpoint(s, &id).map_err(Refused)?;
+                let mut e = find_endpoint(s, &id).map_err(Fail::Api)?;
                 e.secrets.truncate(1);
                 e.secrets.insert(0, secret.clone());
                 e.rotate_until = now.checked_add(jiff::SignedDuration::from_hours(24)).ok();
@@ -1108,7 +1091,7 @@ async fn rotate_webhook(
                     e,
                 ))
             })
-            .map_err(unwrap_refused)?;
+            .map_err(unfail)?;
         let mut v = endpoint_view(&e);
         v["secret"] = Value::String(secret);
         Ok(Json(v))
@@ -1269,7 +1252,7 @@ async fn unsubscribe_post(
         state
             .store
             .commit_extra(now, |s| {
-                let mut u = find_user(s, &client, &user).map_err(Refused)?;
+                let mut u = find_user(s, &client, &user).map_err(Fail::Api)?;
                 if u.role == Role::Owner {
                     // The owner hears everything; its mail never carries a link.
                     return Ok((Extra::default(), ()));
@@ -1287,7 +1270,7 @@ async fn unsubscribe_post(
                     (),
                 ))
             })
-            .map_err(unwrap_refused)?;
+            .map_err(unfail)?;
         // 200, never a redirect (RFC 8058 §3.2).
         Ok((
             StatusCode::OK,

@@ -149,7 +149,7 @@ impl EmailChannel {
         let s = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || {
             s.commit_extra(now, |_| {
-                Ok((
+                Ok::<_, crate::store::ApplyError>((
                     Extra {
                         notices: delivery_update(&d, &new),
                         ..Extra::default()

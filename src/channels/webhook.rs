@@ -39,6 +39,32 @@ pub struct WebhookChannel {
     pub config: NoticesConfig,
     /// Liveness beat.
     pub beat: Option<Arc<crate::health::Worker>>,
+    /// The HTTP client (its connections are reused across sweeps).
+    agent: ureq::Agent,
+}
+
+impl WebhookChannel {
+    /// A worker with its HTTP client (no redirects, `webhook_timeout` in all).
+    pub fn new(
+        store: Arc<Store>,
+        hub: NoticeHub,
+        config: NoticesConfig,
+        beat: Option<Arc<crate::health::Worker>>,
+    ) -> Self {
+        let agent = agent(config.webhook_timeout);
+        WebhookChannel {
+            store,
+            hub,
+            config,
+            beat,
+            agent,
+        }
+    }
+}
+
+/// A URL as logged: without its query and fragment, which may carry a panel's token.
+fn log_url(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
 }
 
 /// What one POST came to.
@@ -136,17 +162,17 @@ impl WebhookChannel {
             _ => return 0,
         };
         let n = due.len();
-        let agent = agent(self.config.webhook_timeout);
-        for chunk in due.chunks(PARALLEL) {
-            let mut set = tokio::task::JoinSet::new();
-            for id in chunk {
-                let me = self.clone();
-                let agent = agent.clone();
-                let id = *id;
-                set.spawn_blocking(move || me.deliver(&agent, id));
+        // Up to PARALLEL posts in flight; a slow receiver holds one slot, not the batch.
+        let mut set = tokio::task::JoinSet::new();
+        for id in due {
+            if set.len() >= PARALLEL {
+                set.join_next().await;
             }
-            while set.join_next().await.is_some() {}
+            let me = self.clone();
+            let agent = self.agent.clone();
+            set.spawn_blocking(move || me.deliver(&agent, id));
         }
+        while set.join_next().await.is_some() {}
         n
     }
 
@@ -201,7 +227,7 @@ impl WebhookChannel {
             answer: a.text.clone(),
             ok,
         };
-        tracing::info!(delivery = id, notice = n.id, url = %d.address, status = ?a.status, latency_ms = latency, "webhook attempt");
+        tracing::info!(delivery = id, notice = n.id, url = %log_url(&d.address), status = ?a.status, latency_ms = latency, "webhook attempt");
         let mut ep_new = ep.clone();
         let mut new = d.clone();
         let mut disabled_why = None;
@@ -240,7 +266,7 @@ impl WebhookChannel {
         let ep_change = (ep_new != ep).then_some(ep_new);
         self.save(&d, &new, ep_change, now);
         if let Some(why) = disabled_why {
-            tracing::warn!(endpoint = %ep.id, url = %ep.url, reason = %why, "webhook endpoint disabled");
+            tracing::warn!(endpoint = %ep.id, url = %log_url(&ep.url), reason = %why, "webhook endpoint disabled");
             let mut data = BTreeMap::new();
             data.insert("url".to_owned(), ep.url.clone());
             data.insert("reason".to_owned(), why);
@@ -258,7 +284,7 @@ impl WebhookChannel {
 
     fn save(&self, old: &Delivery, new: &Delivery, ep: Option<Endpoint>, now: Timestamp) {
         let r = self.store.commit_extra(now, |_| {
-            Ok((
+            Ok::<_, crate::store::ApplyError>((
                 Extra {
                     notices: delivery_update(old, new),
                     users: ep.iter().map(endpoint_write).collect(),

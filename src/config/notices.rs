@@ -176,3 +176,26 @@ pub(super) fn read(
         email_schedule,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn the_documented_example_parses_and_bad_values_name_their_key() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/regmail.toml"))
+                .unwrap();
+        let start = text.find("[notices]").unwrap();
+        let c = Config::from_toml_str(&text[start..], None).unwrap();
+        assert_eq!(c.notices.webhook_schedule.len(), 7);
+        assert_eq!(c.notices.operators, ["ops@hosting.example.ru"]);
+        let e = Config::from_toml_str(
+            "[notices]\nwebhook_schedule = [\"soon\"]\noperators = [\"nobody\"]\n",
+            None,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["notices.operators", "notices.webhook_schedule"]);
+    }
+}

@@ -188,6 +188,17 @@ impl Intake {
                             },
                         });
                     }
+                    // A bounce of a notice e-mail is recorded on its delivery (issue 10).
+                    _ if info.original_message_id.as_deref().is_some_and(|id| {
+                        let why = info.diagnostic.as_deref().unwrap_or("bounced");
+                        self.store
+                            .record_bounce(id, why, jiff::Timestamp::now())
+                            .unwrap_or(false)
+                    }) =>
+                    {
+                        v.state = InboxState::Ignored;
+                        v.reason = "a bounce of a notice e-mail; recorded on its delivery".into();
+                    }
                     _ => {
                         v.state = InboxState::Unmatched;
                         v.reason = "a bounce of a message that is not one of our requests".into();

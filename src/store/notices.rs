@@ -99,9 +99,6 @@ pub enum Posted {
 /// client's contact), the notices written.
 pub type Plan = (Vec<Write>, Vec<Write>, Vec<Notice>);
 
-/// Writes that a closure decides under the writer lock, plus what it returns.
-pub type Decision<T> = Result<(Extra, T), ApplyError>;
-
 struct NoIds;
 impl IdSource for NoIds {
     fn request_id(&mut self) -> RequestId {
@@ -126,12 +123,13 @@ impl Store {
 
     /// Runs `decide` under the writer lock and commits the writes it returns through the
     /// store's apply path (one transaction, then flush). What `decide` read stays true until
-    /// the commit, since every notice-engine write comes through here.
-    pub fn commit_extra<T>(
+    /// the commit, since every notice-engine write comes through here. `decide` may refuse with
+    /// its own error type (the API's answers), which then changes nothing.
+    pub fn commit_extra<T, E: From<ApplyError>>(
         &self,
         now: Timestamp,
-        decide: impl FnOnce(&Store) -> Decision<T>,
-    ) -> Result<T, ApplyError> {
+        decide: impl FnOnce(&Store) -> Result<(Extra, T), E>,
+    ) -> Result<T, E> {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let (extra, out) = decide(self)?;
         let mut extra = Some(extra);
@@ -143,7 +141,8 @@ impl Store {
             ids: &mut ids,
             policy: &policy,
         };
-        self.apply_locked(None, &mut ctx, Some(&mut take))?;
+        self.apply_locked(None, &mut ctx, Some(&mut take))
+            .map_err(E::from)?;
         Ok(out)
     }
 
@@ -309,6 +308,42 @@ impl Store {
                     ..Extra::default()
                 },
                 Posted::New(n),
+            ))
+        })
+    }
+
+    /// Records a bounce of the notice e-mail whose Message-ID is `message_id`
+    /// (`<notice-ID@host>`): the delivery becomes Bounced with `reason`. False when the id is
+    /// not one of our notice e-mails.
+    pub fn record_bounce(
+        &self,
+        message_id: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<bool, ApplyError> {
+        let id = message_id
+            .trim()
+            .trim_start_matches('<')
+            .strip_prefix("notice-")
+            .and_then(|r| r.split_once('@'))
+            .and_then(|(n, _)| n.parse::<u64>().ok());
+        let Some(id) = id else { return Ok(false) };
+        self.commit_extra(now, |s| {
+            let Some(d) = s.delivery(id)? else {
+                return Ok((Extra::default(), false));
+            };
+            if d.channel != Channel::Email || d.state != DeliveryState::Sent {
+                return Ok((Extra::default(), false));
+            }
+            let mut new = d.clone();
+            new.state = DeliveryState::Bounced;
+            new.bounce = Some(reason.to_owned());
+            Ok((
+                Extra {
+                    notices: delivery_update(&d, &new),
+                    ..Extra::default()
+                },
+                true,
             ))
         })
     }

@@ -50,7 +50,11 @@ class H(BaseHTTPRequestHandler):
         n = int(self.headers.get("content-length", "0"))
         body = self.rfile.read(n)
         headers = {k.lower(): v for k, v in self.headers.items()}
-        rec = {"id": headers.get("webhook-id"), "timestamp": headers.get("webhook-timestamp")}
+        rec = {
+            "id": headers.get("webhook-id"),
+            "timestamp": headers.get("webhook-timestamp"),
+            "signatures": len(headers.get("webhook-signature", "").split()),
+        }
         try:
             payload = wh.verify(body, headers)
             rec["verified"] = True
