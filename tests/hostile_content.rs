@@ -351,6 +351,9 @@ fn secret_files_others_can_read_are_refused_by_check_config_and_serve() {
         pw.display()
     ));
     std::fs::write(&cfg, text).unwrap();
+    // No systemd credential beside it: a credential would win over password_file (README,
+    // Deploy), and this test is about the file.
+    std::fs::remove_dir_all(dir.path().join("credentials")).unwrap();
     std::fs::write(
         dir.path().join("api-token"),
         format!("{}\n", random_token()),
