@@ -35,7 +35,7 @@
 #   /etc/mailstack/env              the output of `env`
 #   /etc/mailstack/.lock            serialises concurrent invocations (flock)
 #   /etc/postfix/main.cf, master.cf, vmailbox          Postfix config (rewritten only when different)
-#   /etc/postfix/transport                             bounce.test -> error:5.1.1 (accepted, then bounced)
+#   /etc/postfix/transport                             bounce.test -> bouncer: (accepted, then bounced)
 #   /etc/dovecot/dovecot.conf, users                   Dovecot config (Debian's original kept once
 #                                                      as dovecot.conf.debian-orig; conf.d unused)
 #   /var/mail/vhosts/<domain>/<local>/Maildir          the mailboxes, owned by vmail (uid/gid 5000)
@@ -67,7 +67,7 @@ readonly DOMAINS="gateway.test registrar.test customer.test hosting.test"
 readonly USERS=(gateway@gateway.test robot@registrar.test copies@gateway.test other@gateway.test
     owner@customer.test admin@customer.test user@customer.test ops@hosting.test)
 readonly UNKNOWN_USER=nobody@gateway.test   # in a virtual domain, not a mailbox: 550 at RCPT
-# A relay domain Postfix accepts and then bounces (transport_maps -> error:5.1.1): the bounce
+# A relay domain Postfix accepts and then bounces (transport_maps -> a pipe that fails): the bounce
 # comes back to the envelope sender, e.g. regmail's per-request VERP address (issue 9).
 readonly BOUNCE_DOMAIN=bounce.test
 
@@ -464,6 +464,9 @@ write_master_cf() { # stage-dir: Debian's pristine master.cf, edited with postco
     "${pc[@]}" -P "$PORT_SMTPS/inet/syslog_name=postfix/submissions" "$PORT_SMTPS/inet/smtpd_tls_wrappermode=yes" \
         "$PORT_SMTPS/inet/smtpd_sasl_auth_enable=yes" \
         "$PORT_SMTPS/inet/smtpd_relay_restrictions=permit_sasl_authenticated,reject"
+    # bounce.test: accepted at RCPT, then the pipe fails permanently and Postfix bounces the
+    # message to its envelope sender (an error: transport would be refused at RCPT instead).
+    "${pc[@]}" -M "bouncer/unix=bouncer unix - n n - - pipe flags= user=nobody argv=/bin/false"
     "${pc[@]}" -F '*/*/chroot = n'     # G5
 }
 
@@ -569,7 +572,7 @@ configure() {
             "$MAIL_ROOT" "$domain" "$local_part" >>"$st/users"
         printf '%s OK\n' "$u" >>"$st/vmailbox"
     done
-    printf '%s error:5.1.1 mailbox unavailable (mailstack %s always bounces)\n' "$BOUNCE_DOMAIN" "$BOUNCE_DOMAIN" >"$st/transport"
+    printf '%s bouncer:\n' "$BOUNCE_DOMAIN" >"$st/transport"
     write_main_cf >"$st/main.cf"
     write_master_cf "$st"
     write_dovecot_conf >"$st/dovecot.conf"
