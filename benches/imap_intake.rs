@@ -12,8 +12,8 @@
 //!   gets N open domain requests through the API, is stopped, N acknowledgements ("Task K
 //!   queued", the request token in the Subject) are APPENDed to INBOX, and the clock runs from
 //!   the daemon's start until `GET /v1/stats` counts N requests Acknowledged: connect, fetch
-//!   (RFC822.SIZE, then BODY.PEEK[] per message), durable store, parse, classify, rules,
-//!   correlate, commit, MOVE to Processed. Also shown: the same from the first message stored to
+//!   (RFC822.SIZE, then one BODY.PEEK[] FETCH per batch, issue 13), store, parse, classify, rules,
+//!   correlate, commit (one flush per batch), one MOVE per batch. Also shown: the same from the first message stored to
 //!   the last settled (the inbox records' own timestamps), without process start and login.
 //! - plain: the same N messages APPENDed again; a client logs in (143 STARTTLS, same CA),
 //!   SELECTs INBOX and fetches them the way regmail does (UID FETCH sizes, then one
