@@ -73,7 +73,8 @@ impl Stack {
             .vars
             .iter()
             .find(|(k, v)| k.ends_with("_USER") && v.as_str() == user)
-            .map(|(k, _)| k.trim_end_matches("_USER").to_owned())
+            // strip_suffix, not trim_end_matches: user@ has the key MAILSTACK_USER_USER.
+            .map(|(k, _)| k.strip_suffix("_USER").unwrap_or(k).to_owned())
             .unwrap_or_else(|| panic!("{user} is not a mailbox of the test mail stack"));
         self.var(&format!("{key}_PASSWORD"))
     }
