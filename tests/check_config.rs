@@ -85,7 +85,7 @@ fn a_ca_file_that_is_no_certificate_is_an_error_for_both() {
     let (dir, path) = config(
         "[registrar]\ngateway = \"r@registrar.test\"\ncallback = \"g@gateway.test\"\nagreement = \"RP/01/00\"\npassword_file = \"pw\"\n[outbound]\ntransport = \"smtp\"\n[smtp]\nhost = \"127.0.0.1\"\nca_file = \"ca.pem\"\n",
     );
-    std::fs::write(dir.path().join("pw"), "secret\n").expect("pw");
+    common::write_secret(&dir.path().join("pw"), "secret\n");
     std::fs::write(dir.path().join("ca.pem"), "not a certificate\n").expect("ca");
     let out = check(&path);
     assert_eq!(out.code, 1, "{out:?}");
@@ -159,7 +159,7 @@ fn a_complete_configuration_has_no_sandbox_warning() {
     let (dir, path) = config(
         "[registrar]\ngateway = \"requests@registrar.test\"\ncallback = \"gateway@gateway.test\"\nsenders = [\"robot@registrar.test\"]\nagreement = \"RP/01/00\"\npassword_file = \"pw\"\n[outbound]\ntransport = \"smtp\"\n[smtp]\nhost = \"127.0.0.1\"\n",
     );
-    std::fs::write(dir.path().join("pw"), "secret\n").expect("pw");
+    common::write_secret(&dir.path().join("pw"), "secret\n");
     let out = check(&path);
     assert_eq!(out.code, 0, "{out:?}");
     let warnings: Vec<&str> = out
@@ -167,7 +167,7 @@ fn a_complete_configuration_has_no_sandbox_warning() {
         .lines()
         .filter(|l| l.starts_with("warning:"))
         .collect();
-    // Only the placeholder check for issue 9A's key remains.
+    // Only the reply-authentication warning remains: this configuration does not set it.
     assert_eq!(warnings.len(), 1, "{}", out.stdout);
     assert!(warnings[0].starts_with("warning: registrar.authentication"));
 }

@@ -23,6 +23,7 @@ s/CHANGE-ME-agreement/RP\/01\/00/
 s/CHANGEME/HOSTING/
 s/CHANGE-ME-smtp.hosting.invalid/127.0.0.1/
 s/CHANGE-ME-imap.hosting.invalid/127.0.0.1/
+s/CHANGE-ME-mx.hosting.invalid/mail.gateway.test/
 s/^port = 143/port = 1/
 s/127.0.0.1:7465/127.0.0.1:{port}/
 s#"/etc/regmail#"{r}/etc/regmail#g
@@ -69,8 +70,14 @@ fn readme_deploy_section_works_in_a_throwaway_root() {
             root.unit_log()
         );
         if line.contains("check-config") {
-            // Only the placeholder authentication key is left to warn about (issue 9A's key).
+            // Every placeholder filled in: no error, no sandbox default left, and replies must
+            // pass DMARC at our MX (the example's `authentication`), so no warning about it.
             assert!(out.stdout.contains("configuration OK"), "{}", out.stdout);
+            assert!(
+                !out.stdout.contains("warning: registrar.authentication"),
+                "{}",
+                out.stdout
+            );
             assert!(!out.stdout.contains("CHANGE-ME"), "{}", out.stdout);
             assert!(!out.stdout.contains("error:"), "{}", out.stdout);
             assert!(!out.stdout.contains("warning: outbound"), "{}", out.stdout);

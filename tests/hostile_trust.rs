@@ -454,4 +454,9 @@ fn an_operator_assigns_quarantined_and_ignored_mail_and_a_conflict_is_visible() 
         metrics.contains("regmail_domains_in_conflict 1"),
         "{metrics}"
     );
+    // ... and the operators are told, once, in the same transaction as the conflict.
+    let notices = d.get_ok("/v1/notices?type=operator.domain_conflict");
+    let list = notices["notices"].as_array().cloned().unwrap_or_default();
+    assert_eq!(list.len(), 1, "{notices}");
+    assert_eq!(list[0]["domain"], "assign-one.ru", "{notices}");
 }

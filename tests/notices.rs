@@ -709,13 +709,37 @@ fn a_bounced_notice_email_is_recorded_on_its_delivery() {
         deliveries_of(d, id)[0]["state"] == "Sent"
     });
     let del = deliveries_of(&d, id)[0]["id"].as_u64().unwrap();
-    let bounce = format!(
-        "From: MAILER-DAEMON@mx.customer.test\r\nTo: notices@hosting.test\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <bounce-{del}@mx.customer.test>\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\n\r\nThis is the mail system at host mx.customer.test.\r\n\r\n<owner@customer.test>: host mx.customer.test said: 550 5.1.1 User unknown\r\n\r\n--- the returned message ---\r\nMessage-ID: <notice-{del}@localhost>\r\nSubject: A top-up failed\r\n"
-    );
+    // An RFC 3464 report written by our own MTA (the callback's domain is a bounce host by
+    // default): a notice carries no VERP address, so that is what proves this bounce.
+    let dsn = |del: u64, from: &str, mta: &str| {
+        format!(
+            "Return-Path: <>\r\nFrom: MAILER-DAEMON@{from}\r\nTo: notices@hosting.test\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <bounce-{del}-{mta}>\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"R\"\r\n\r\n--R\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\r\n--R\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; {mta}\r\n\r\nFinal-Recipient: rfc822; owner@customer.test\r\nAction: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 User unknown\r\n\r\n--R\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <notice-{del}@localhost>\r\nSubject: A top-up failed\r\n\r\n--R--\r\n"
+        )
+    };
+    // First a forged one, from a foreign host: it records nothing.
+    let forged = dsn(del, "mx.customer.test", "mx.customer.test");
+    let bounce = dsn(del, "mail.sandbox.invalid", "mail.sandbox.invalid");
     let inbox = d.dir().join("var/inbox");
     for sub in ["new", "cur", "tmp"] {
         std::fs::create_dir_all(inbox.join(sub)).unwrap();
     }
+    std::fs::write(inbox.join("tmp/b0.eml"), forged).unwrap();
+    std::fs::rename(inbox.join("tmp/b0.eml"), inbox.join("new/b0.eml")).unwrap();
+    wait_api(
+        &d,
+        "the forged bounce settled",
+        Duration::from_secs(10),
+        |d| {
+            d.get_ok("/v1/inbox?state=Quarantined")["messages"]
+                .as_array()
+                .is_some_and(|m| !m.is_empty())
+        },
+    );
+    assert_eq!(
+        deliveries_of(&d, id)[0]["state"],
+        "Sent",
+        "a forged bounce records nothing"
+    );
     std::fs::write(inbox.join("tmp/b1.eml"), bounce).unwrap();
     std::fs::rename(inbox.join("tmp/b1.eml"), inbox.join("new/b1.eml")).unwrap();
     wait_api(&d, "the bounce recorded", Duration::from_secs(10), |d| {

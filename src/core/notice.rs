@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ids::{ClientId, DomainName};
-use super::model::{Domain, DomainStatus};
+use super::model::{Domain, DomainStatus, Phase};
 
 /// Names of the notice types the core emits (dotted, as in webhooks: `domain.registered`).
 pub mod types {
@@ -25,12 +25,16 @@ pub mod types {
     pub const DOMAIN_RENEWED: &str = "domain.renewed";
     /// A renewal ended in Error.
     pub const DOMAIN_RENEWAL_FAILED: &str = "domain.renewal_failed";
+    /// To the operators: a registrar reply contradicts the outcome already applied (issue 9,
+    /// item 3); the domain is in phase Conflict until someone resolves it.
+    pub const OPERATOR_DOMAIN_CONFLICT: &str = "operator.domain_conflict";
     /// Every type the core can emit (the catalogue must know each).
-    pub const CORE: [&str; 4] = [
+    pub const CORE: [&str; 5] = [
         DOMAIN_REGISTERED,
         DOMAIN_REGISTRATION_FAILED,
         DOMAIN_RENEWED,
         DOMAIN_RENEWAL_FAILED,
+        OPERATOR_DOMAIN_CONFLICT,
     ];
 }
 
@@ -51,6 +55,24 @@ pub struct NoticeDraft {
 /// function of the two values, so the core's tests can check it against every transition.
 pub fn domain_notice(before: Option<&Domain>, after: &Domain) -> Option<NoticeDraft> {
     use DomainStatus::*;
+    // A contradiction raised on the domain: the operators hear it, once, when it appears.
+    if after.phase == Phase::Conflict && before.is_none_or(|d| d.phase != Phase::Conflict) {
+        let mut data = BTreeMap::new();
+        data.insert("domain".to_owned(), after.name.to_unicode());
+        data.insert(
+            "reason".to_owned(),
+            after
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "see the action log".into()),
+        );
+        return Some(NoticeDraft {
+            kind: types::OPERATOR_DOMAIN_CONFLICT.to_owned(),
+            client: None,
+            domain: Some(after.name.clone()),
+            data,
+        });
+    }
     let was = before.map(|d| d.status);
     let kind = match (was, after.status) {
         (Some(Renewing), Registered) if before.and_then(|d| d.expires) != after.expires => {

@@ -982,7 +982,16 @@ fn conflict_rejection_after_completion_is_raised_not_ignored() {
         "{why}"
     );
     assert_eq!(w.req(id).state, RequestState::Completed);
-    assert!(t.effects.is_empty(), "a conflict arms or sends nothing");
+    // A conflict arms and sends nothing; it only tells the operators.
+    let kinds: Vec<&str> = t
+        .effects
+        .iter()
+        .map(|e| match e {
+            Effect::Notify(n) => n.kind.as_str(),
+            _ => "another effect",
+        })
+        .collect();
+    assert_eq!(kinds, ["operator.domain_conflict"]);
     // The operator settles it; the phase leaves Conflict.
     w.apply(resolve(
         "example.ru",
@@ -2221,7 +2230,11 @@ fn check_transition(inv: Inv, before: &MemState, t: &Transition) -> Result<(), S
             for d in &t.domains {
                 let old = before.domains.get(&d.name);
                 let was = old.map(|o| o.status);
+                // Issue 9 item 3: a conflict that appears is told to the operators.
+                let conflict_appears = d.phase == Phase::Conflict
+                    && old.is_none_or(|o| o.phase != Phase::Conflict);
                 let kind = match (was, d.status) {
+                    _ if conflict_appears => Some("operator.domain_conflict"),
                     (Some(DomainStatus::Renewing), DomainStatus::Registered)
                         if old.and_then(|o| o.expires) != d.expires =>
                     {

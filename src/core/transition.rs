@@ -1360,7 +1360,8 @@ impl Work<'_> {
     /// Puts the request's domain in the visible [`Phase::Conflict`] with the reason (its
     /// status stays: nothing is undone until an operator resolves it); a client request's
     /// conflict is logged on the request as `reply.conflict`. Never a silent `reply.ignored`.
-    // Hook: the notices issue sends an operator notice on "domain.conflict" / "reply.conflict".
+    /// The operators hear of it through the notice `operator.domain_conflict`
+    /// (`core::notice::domain_notice`, written in the same transaction).
     fn raise_conflict(
         &mut self,
         r: &Request,

@@ -42,6 +42,26 @@ pub fn prove(
             "a bounce delivered to {delivered}, not to a request's envelope sender ({envelope_template}): it proves nothing"
         ));
     };
+    from_our_mta(fields, mail, cfg)?;
+    if let Some(returned) = info
+        .original_message_id
+        .as_deref()
+        .and_then(|id| token_from_message_id(id, message_id_host))
+        && returned.token() != token
+    {
+        return Err(format!(
+            "the bounce came to the envelope address of request {token} but returns request {}: it proves nothing",
+            returned.token()
+        ));
+    }
+    Ok(token)
+}
+
+/// Whether a bounce was written by our own mail system: a null reverse-path or a MAILER-DAEMON
+/// sender (RFC 5321 §4.5.5), an RFC 3464 delivery-status report, and a Reporting-MTA (or the
+/// MAILER-DAEMON's domain) in `inbound.bounce_hosts`. `prove` adds the VERP address of the
+/// request; a bounce of a notice e-mail (which carries no VERP address) needs this alone.
+pub fn from_our_mta(fields: &[Field], mail: &ParsedMail, cfg: &TrustConfig) -> Result<(), String> {
     // The topmost Return-Path is the one our delivery agent wrote (RFC 5321 §4.4).
     let return_path = fields.iter().find(|f| f.name == "return-path").map(|f| {
         f.value
@@ -91,18 +111,7 @@ pub fn prove(
             mail.from
         ));
     }
-    if let Some(returned) = info
-        .original_message_id
-        .as_deref()
-        .and_then(|id| token_from_message_id(id, message_id_host))
-        && returned.token() != token
-    {
-        return Err(format!(
-            "the bounce came to the envelope address of request {token} but returns request {}: it proves nothing",
-            returned.token()
-        ));
-    }
-    Ok(token)
+    Ok(())
 }
 
 #[cfg(test)]

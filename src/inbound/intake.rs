@@ -136,6 +136,28 @@ impl Intake {
                 };
                 let target = match proven {
                     Ok(rid) => Some(rid),
+                    // A bounce of a notice e-mail (issue 10) carries no VERP address: it is
+                    // recorded on its delivery when our own MTA wrote it; it moves no domain.
+                    Err(_)
+                        if assigned.is_none()
+                            && super::bounce::from_our_mta(
+                                &super::auth::header_fields(raw),
+                                &mail,
+                                &self.classify.trust,
+                            )
+                            .is_ok()
+                            && info.original_message_id.as_deref().is_some_and(|id| {
+                                let why = info.diagnostic.as_deref().unwrap_or("bounced");
+                                self.store
+                                    .record_bounce(id, why, jiff::Timestamp::now())
+                                    .unwrap_or(false)
+                            }) =>
+                    {
+                        v.state = InboxState::Ignored;
+                        v.reason = "a bounce of a notice e-mail; recorded on its delivery".into();
+                        v.mail = Some(mail);
+                        return Ok(v);
+                    }
                     Err(why) => {
                         v.state = InboxState::Quarantined;
                         v.reason =
@@ -187,17 +209,6 @@ impl Intake {
                                 ..Evidence::default()
                             },
                         });
-                    }
-                    // A bounce of a notice e-mail is recorded on its delivery (issue 10).
-                    _ if info.original_message_id.as_deref().is_some_and(|id| {
-                        let why = info.diagnostic.as_deref().unwrap_or("bounced");
-                        self.store
-                            .record_bounce(id, why, jiff::Timestamp::now())
-                            .unwrap_or(false)
-                    }) =>
-                    {
-                        v.state = InboxState::Ignored;
-                        v.reason = "a bounce of a notice e-mail; recorded on its delivery".into();
                     }
                     _ => {
                         v.state = InboxState::Unmatched;

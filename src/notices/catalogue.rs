@@ -270,6 +270,12 @@ pub const CATALOGUE: &[NoticeType] = &[
     ),
     // operators (the hosting company's staff)
     op(
+        "operator.domain_conflict",
+        Domains,
+        &["domain", "reason"],
+        "a registrar reply contradicts what was applied to a domain",
+    ),
+    op(
         "operator.webhook_disabled",
         Services,
         &["url", "reason"],

@@ -107,6 +107,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../notice-templates/en/maintenance.planned.txt"),
     ),
     (
+        "en/operator.domain_conflict.txt",
+        include_str!("../../notice-templates/en/operator.domain_conflict.txt"),
+    ),
+    (
         "en/operator.webhook_disabled.txt",
         include_str!("../../notice-templates/en/operator.webhook_disabled.txt"),
     ),
@@ -205,6 +209,10 @@ const EMBEDDED: &[(&str, &str)] = &[
     (
         "ru/maintenance.planned.txt",
         include_str!("../../notice-templates/ru/maintenance.planned.txt"),
+    ),
+    (
+        "ru/operator.domain_conflict.txt",
+        include_str!("../../notice-templates/ru/operator.domain_conflict.txt"),
     ),
     (
         "ru/operator.webhook_disabled.txt",
