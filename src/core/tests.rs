@@ -1022,6 +1022,22 @@ fn conflict_on_another_expiry_date() {
 }
 
 #[test]
+fn a_late_contradiction_leaves_a_new_order_for_the_name_alone() {
+    let (mut w, id) = World::domain_request("example.ru", 1);
+    w.apply(sent(id));
+    w.apply(rejected(id, "wrong data"));
+    w.apply(cancel("example.ru"));
+    w.apply(order_event("example.ru", "c1", 1, false));
+    let before = w.domain("example.ru").clone();
+    // The old request is answered after all: its own log says so; the new order is untouched.
+    let t = w.apply(completed(id, Some(date(2026, 3, 1))));
+    assert_eq!(actions(&t), ["reply.conflict"]);
+    let d = w.domain("example.ru");
+    assert_eq!((d.status, d.phase), (before.status, before.phase));
+    assert_eq!(d.status, DomainStatus::AwaitingPayment);
+}
+
+#[test]
 fn conflict_completion_after_rejection() {
     let (mut w, id) = World::domain_request("example.ru", 1);
     w.apply(sent(id));
@@ -2231,8 +2247,8 @@ fn check_transition(inv: Inv, before: &MemState, t: &Transition) -> Result<(), S
                 let old = before.domains.get(&d.name);
                 let was = old.map(|o| o.status);
                 // Issue 9 item 3: a conflict that appears is told to the operators.
-                let conflict_appears = d.phase == Phase::Conflict
-                    && old.is_none_or(|o| o.phase != Phase::Conflict);
+                let conflict_appears =
+                    d.phase == Phase::Conflict && old.is_none_or(|o| o.phase != Phase::Conflict);
                 let kind = match (was, d.status) {
                     _ if conflict_appears => Some("operator.domain_conflict"),
                     (Some(DomainStatus::Renewing), DomainStatus::Registered)

@@ -1371,6 +1371,12 @@ impl Work<'_> {
         self.note_request(r, "reply.conflict", why.clone(), evidence.clone());
         if let Some(dn) = &r.domain {
             let mut d = self.domain(dn)?;
+            // Only a domain that still stands on a settled outcome (Registered or Error) is put
+            // in conflict; one that moved on (a new order after a cancellation, a renewal under
+            // way) keeps its phase, and the request's `reply.conflict` line says what came.
+            if !matches!(d.status, DomainStatus::Registered | DomainStatus::Error) {
+                return Ok(());
+            }
             d.phase = Phase::Conflict;
             d.last_error = Some(format!("conflict: {why}"));
             let ev = Evidence {
