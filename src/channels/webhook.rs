@@ -282,12 +282,23 @@ impl WebhookChannel {
         }
     }
 
+    /// Records an attempt. `ep` is the endpoint as this attempt would leave it; only what the
+    /// attempt decides (its failing-since mark, a disablement) is merged into the endpoint as it
+    /// is now, under the writer lock: another POST to the same endpoint, or an operator who
+    /// enabled, disabled or rotated it meanwhile, is not overwritten by a stale copy.
     fn save(&self, old: &Delivery, new: &Delivery, ep: Option<Endpoint>, now: Timestamp) {
-        let r = self.store.commit_extra(now, |_| {
+        let r = self.store.commit_extra(now, |s| {
+            let merged = match &ep {
+                Some(e) => s.endpoint(&e.id)?.and_then(|current| {
+                    let merged = merge_attempt(&current, e);
+                    (merged != current).then_some(merged)
+                }),
+                None => None,
+            };
             Ok::<_, crate::store::ApplyError>((
                 Extra {
                     notices: delivery_update(old, new),
-                    users: ep.iter().map(endpoint_write).collect(),
+                    users: merged.iter().map(endpoint_write).collect(),
                     ..Extra::default()
                 },
                 (),
@@ -296,5 +307,72 @@ impl WebhookChannel {
         if let Err(e) = r {
             tracing::error!(delivery = old.id, error = %e, "recording a webhook attempt failed");
         }
+    }
+}
+
+/// `current` with what one attempt decided (`decided`: the endpoint as the attempt would leave
+/// it): a success clears the failing-since mark; a failure keeps the earliest mark; a
+/// disablement disables. Nothing else of `current` changes.
+fn merge_attempt(current: &Endpoint, decided: &Endpoint) -> Endpoint {
+    let mut out = current.clone();
+    out.failing_since = match decided.failing_since {
+        None => None,
+        Some(t) => Some(current.failing_since.map_or(t, |c| c.min(t))),
+    };
+    if !decided.enabled && decided.disabled_reason.is_some() {
+        out.enabled = false;
+        out.disabled_reason = decided.disabled_reason.clone();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(enabled: bool, failing: Option<&str>) -> Endpoint {
+        Endpoint {
+            id: "w1".into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            events: vec!["*".into()],
+            secrets: vec!["whsec_a".into()],
+            rotate_until: None,
+            enabled,
+            disabled_reason: None,
+            failing_since: failing.map(|t| t.parse().unwrap()),
+            created: "2026-12-01T00:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn an_attempt_merges_only_what_it_decided_into_the_current_endpoint() {
+        // An operator disabled the endpoint while a POST was under way; the POST succeeded:
+        // the failing mark goes, the operator's disablement stays.
+        let current = endpoint(false, Some("2026-12-01T10:00:00Z"));
+        let decided = endpoint(true, None);
+        let m = merge_attempt(&current, &decided);
+        assert!(!m.enabled);
+        assert_eq!(m.failing_since, None);
+        // Two failures in flight: the earliest mark wins, whichever is saved last.
+        let current = endpoint(true, Some("2026-12-01T10:00:00Z"));
+        let decided = endpoint(true, Some("2026-12-01T11:00:00Z"));
+        assert_eq!(
+            merge_attempt(&current, &decided).failing_since,
+            current.failing_since
+        );
+        // A rotation saved meanwhile survives an attempt's save.
+        let mut current = endpoint(true, None);
+        current.secrets.push("whsec_b".into());
+        let m = merge_attempt(&current, &endpoint(true, Some("2026-12-01T11:00:00Z")));
+        assert_eq!(m.secrets.len(), 2);
+        // A disablement (410, five days of failures) disables.
+        let mut decided = endpoint(false, Some("2026-12-01T11:00:00Z"));
+        decided.disabled_reason = Some("the endpoint answered 410 Gone".into());
+        let m = merge_attempt(&endpoint(true, None), &decided);
+        assert!(!m.enabled);
+        assert_eq!(
+            m.disabled_reason.as_deref(),
+            Some("the endpoint answered 410 Gone")
+        );
     }
 }

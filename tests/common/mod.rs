@@ -595,14 +595,33 @@ impl Daemon {
         let bearer = format!("Bearer {}", self.token);
         let result = match method {
             "GET" => {
-                let mut rb = self.agent.get(&url);
-                if auth {
-                    rb = rb.header("Authorization", &bearer);
+                let get = || {
+                    let mut rb = self.agent.get(&url);
+                    if auth {
+                        rb = rb.header("Authorization", &bearer);
+                    }
+                    for (k, v) in headers {
+                        rb = rb.header(*k, *v);
+                    }
+                    rb.call()
+                };
+                // A pooled keep-alive connection the server closed while it sat idle (the API
+                // closes idle connections at its cap) fails on reuse: like any HTTP client, retry
+                // the idempotent GET once on a new connection (RFC 9112 §9.3.1).
+                match get() {
+                    Err(ureq::Error::Io(e))
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionReset
+                                | std::io::ErrorKind::ConnectionAborted
+                                | std::io::ErrorKind::BrokenPipe
+                                | std::io::ErrorKind::UnexpectedEof
+                        ) =>
+                    {
+                        get()
+                    }
+                    other => other,
                 }
-                for (k, v) in headers {
-                    rb = rb.header(*k, *v);
-                }
-                rb.call()
             }
             "POST" | "PUT" => {
                 let mut rb = if method == "POST" {
