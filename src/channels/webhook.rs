@@ -315,10 +315,9 @@ impl WebhookChannel {
 /// disablement disables. Nothing else of `current` changes.
 fn merge_attempt(current: &Endpoint, decided: &Endpoint) -> Endpoint {
     let mut out = current.clone();
-    out.failing_since = match decided.failing_since {
-        None => None,
-        Some(t) => Some(current.failing_since.map_or(t, |c| c.min(t))),
-    };
+    out.failing_since = decided
+        .failing_since
+        .map(|t| current.failing_since.map_or(t, |c| c.min(t)));
     if !decided.enabled && decided.disabled_reason.is_some() {
         out.enabled = false;
         out.disabled_reason = decided.disabled_reason.clone();
