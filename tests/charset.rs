@@ -13,10 +13,15 @@ fn sent_request(d: &Daemon) -> Vec<u8> {
     let dir = d.dir().join("outbox-mail");
     let start = Instant::now();
     loop {
-        if let Some(f) = std::fs::read_dir(&dir)
-            .ok()
-            .and_then(|mut rd| rd.find_map(Result::ok))
-        {
+        // Only a finished request: the dir transport writes `.<token>.eml.tmp` first, then
+        // renames it to `<token>.eml` (and notices go to `notices/`).
+        if let Some(f) = std::fs::read_dir(&dir).ok().and_then(|mut rd| {
+            rd.find_map(|e| {
+                let e = e.ok()?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name.ends_with(".eml") && !name.starts_with('.')).then_some(e)
+            })
+        }) {
             return std::fs::read(f.path()).expect("read the request");
         }
         assert!(

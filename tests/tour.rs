@@ -112,3 +112,55 @@ fn readme_tour_completes_the_order() {
         "the log shows no rule/match:\n{text}"
     );
 }
+
+/// README.md's first command, `cargo run --release -- demo`: regmail and the sandbox in one
+/// process tour an order to Registered and a renewal, then keep the API up (until Ctrl-C).
+#[test]
+fn readme_demo_tours_to_the_end() {
+    use std::io::{BufRead, BufReader};
+    let readme = std::fs::read_to_string(format!("{REPO}/README.md")).expect("README");
+    assert!(
+        readme.contains("cargo run --release -- demo"),
+        "the README's first command changed: update this test"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(common::BIN)
+        .args(["demo", "--dir"])
+        .arg(dir.path().join("demo"))
+        .env_remove("RUST_LOG")
+        .env_remove("REGMAIL_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn regmail demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut out = String::new();
+    while Instant::now() < deadline && !out.contains("keeps running on") {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.contains("keeps running on"),
+        "the demo never reached its end:\n{out}"
+    );
+    assert!(!out.contains("The tour failed"), "{out}");
+    assert!(out.contains("Tour done in"), "{out}");
+    assert!(
+        out.contains("is Registered again"),
+        "the renewal did not complete:\n{out}"
+    );
+}
