@@ -755,12 +755,7 @@ impl ApiClient {
             .get(&format!("{}{path}", self.base))
             .header("Authorization", &self.auth)
             .call()
-            .with_context(|| {
-                format!(
-                    "cannot reach the daemon at {} (is `regmail serve` running?)",
-                    self.base
-                )
-            })?;
+            .with_context(|| self.unreachable())?;
         self.answer(resp)
     }
 
@@ -770,12 +765,7 @@ impl ApiClient {
             .get(&format!("{}{path}", self.base))
             .header("Authorization", &self.auth)
             .call()
-            .with_context(|| {
-                format!(
-                    "cannot reach the daemon at {} (is `regmail serve` running?)",
-                    self.base
-                )
-            })?;
+            .with_context(|| self.unreachable())?;
         if resp.status().is_success() {
             return Ok(resp.body_mut().read_to_string()?);
         }
@@ -789,12 +779,7 @@ impl ApiClient {
             .header("Authorization", &self.auth)
             .header("Content-Type", "message/rfc822")
             .send(&body[..])
-            .with_context(|| {
-                format!(
-                    "cannot reach the daemon at {} (is `regmail serve` running?)",
-                    self.base
-                )
-            })?;
+            .with_context(|| self.unreachable())?;
         self.answer(resp)
     }
 
@@ -804,12 +789,7 @@ impl ApiClient {
             .post(&format!("{}{path}", self.base))
             .header("Authorization", &self.auth)
             .send_json(body)
-            .with_context(|| {
-                format!(
-                    "cannot reach the daemon at {} (is `regmail serve` running?)",
-                    self.base
-                )
-            })?;
+            .with_context(|| self.unreachable())?;
         self.answer(resp)
     }
 
@@ -819,13 +799,16 @@ impl ApiClient {
             .put(&format!("{}{path}", self.base))
             .header("Authorization", &self.auth)
             .send_json(body)
-            .with_context(|| {
-                format!(
-                    "cannot reach the daemon at {} (is `regmail serve` running?)",
-                    self.base
-                )
-            })?;
+            .with_context(|| self.unreachable())?;
         self.answer(resp)
+    }
+
+    /// What to say when the daemon does not answer at all.
+    fn unreachable(&self) -> String {
+        format!(
+            "cannot reach the daemon at {} (is `regmail serve` running?)",
+            self.base
+        )
     }
 
     fn answer(&self, resp: ureq::http::Response<ureq::Body>) -> anyhow::Result<Value> {

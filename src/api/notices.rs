@@ -691,14 +691,7 @@ async fn list_notices(
     State(state): Shared,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    for k in q.keys() {
-        if !["client", "domain", "type", "user", "limit"].contains(&k.as_str()) {
-            return Err(ApiError::invalid(
-                k,
-                "unknown parameter; known: client, domain, type, user, limit",
-            ));
-        }
-    }
+    only_params(&q, &["client", "domain", "type", "user", "limit"])?;
     let limit = match q.get("limit") {
         Some(l) => l
             .parse::<usize>()
@@ -777,14 +770,7 @@ async fn list_deliveries(
     State(state): Shared,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    for k in q.keys() {
-        if !["state", "channel", "client", "limit"].contains(&k.as_str()) {
-            return Err(ApiError::invalid(
-                k,
-                "unknown parameter; known: state, channel, client, limit",
-            ));
-        }
-    }
+    only_params(&q, &["state", "channel", "client", "limit"])?;
     if let Some(s) = q.get("state")
         && !["Queued", "Sent", "Failed", "Held", "Bounced"].contains(&s.as_str())
     {
@@ -1165,14 +1151,7 @@ async fn events(
     State(state): Shared,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    for k in q.keys() {
-        if !["after", "limit"].contains(&k.as_str()) {
-            return Err(ApiError::invalid(
-                k,
-                "unknown parameter; known: after, limit",
-            ));
-        }
-    }
+    only_params(&q, &["after", "limit"])?;
     let after = match q.get("after") {
         Some(a) => a
             .parse::<u64>()
@@ -1349,4 +1328,15 @@ pub fn metrics_text(state: &AppState) -> String {
         }
     }
     out
+}
+
+/// Refuses a query parameter outside `known`, naming it and listing the known ones.
+fn only_params(q: &BTreeMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    match q.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::invalid(
+            k,
+            format!("unknown parameter; known: {}", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
 }
