@@ -105,6 +105,8 @@ pub fn import_domain(
         paid: true,
         auto_renew: row.auto_renew,
         expires: Some(row.expires),
+        grace_ends: None,
+        deleted_on: None,
         status: DomainStatus::Registered,
         phase: Phase::Done,
         open_request: None,

@@ -142,17 +142,25 @@ pub enum DomainStatus {
     Error,
     /// Cancelled before it reached the registrar; the name may be ordered again.
     Cancelled,
+    /// The expiry date passed without a renewal: the registrar parked the name (phase
+    /// `Parked`) and it can still be renewed until `grace_ends` (DESIGN.md §9).
+    Expired,
+    /// Grace ended without a renewal (or the registrar said so): the name is gone and may be
+    /// ordered again as a new order (DESIGN.md §9).
+    Deleted,
 }
 
 impl DomainStatus {
     /// Every status, for listings and metrics.
-    pub const ALL: [DomainStatus; 6] = [
+    pub const ALL: [DomainStatus; 8] = [
         DomainStatus::AwaitingPayment,
         DomainStatus::Registering,
         DomainStatus::Registered,
         DomainStatus::Renewing,
         DomainStatus::Error,
         DomainStatus::Cancelled,
+        DomainStatus::Expired,
+        DomainStatus::Deleted,
     ];
     /// The name used in the API and the store index.
     pub fn as_str(self) -> &'static str {
@@ -163,6 +171,8 @@ impl DomainStatus {
             DomainStatus::Renewing => "Renewing",
             DomainStatus::Error => "Error",
             DomainStatus::Cancelled => "Cancelled",
+            DomainStatus::Expired => "Expired",
+            DomainStatus::Deleted => "Deleted",
         }
     }
     /// Parses the API name, case-insensitively.
@@ -206,6 +216,11 @@ pub enum Phase {
     /// after a completion, another expiry date): an operator must look (`last_error` says
     /// what) and settle it with `resolve` (issue 9 part A, item 3).
     Conflict,
+    /// Expired and parked by the registrar: the site has stopped; renewable until the
+    /// domain's `grace_ends` (DESIGN.md §9).
+    Parked,
+    /// Deleted at the registrar after grace (or on its notice).
+    Deleted,
 }
 
 /// What a request asks of the registrar.
@@ -307,6 +322,12 @@ pub struct Domain {
     pub auto_renew: bool,
     /// Expiry date at the registrar, once Registered.
     pub expires: Option<Date>,
+    /// While Expired: the last day a renewal is still accepted (DESIGN.md §9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_ends: Option<Date>,
+    /// Once Deleted: the day it was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_on: Option<Date>,
     /// Status as the panel sees it.
     pub status: DomainStatus,
     /// The finer step.

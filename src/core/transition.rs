@@ -773,6 +773,7 @@ impl Work<'_> {
     fn order_domain(&mut self, o: DomainOrder) -> Result<(), CoreError> {
         if let Some(d) = self.find_domain(&o.name)?
             && d.status != DomainStatus::Cancelled
+            && d.status != DomainStatus::Deleted
         {
             return Err(CoreError::DomainActive {
                 domain: o.name,
@@ -790,6 +791,8 @@ impl Work<'_> {
             paid: o.paid,
             auto_renew: o.auto_renew,
             expires: None,
+            grace_ends: None,
+            deleted_on: None,
             status: DomainStatus::AwaitingPayment,
             phase: Phase::WaitingForPayment,
             open_request: None,
