@@ -11,7 +11,9 @@ use secrecy::SecretString;
 
 use crate::core::{Policy, ReplyDeadlines};
 
+pub mod lifecycle;
 pub mod notices;
+pub use lifecycle::LifecycleConfig;
 pub use notices::NoticesConfig;
 
 /// The environment variable that carries the API token (wins over `[api] token_file`).
@@ -243,6 +245,8 @@ pub struct Config {
     pub log_filter: String,
     /// `[notices]`: users' and operators' notices, e-mail and webhooks.
     pub notices: NoticesConfig,
+    /// `[lifecycle]`: reminders, grace, the pass interval, the test clock (issue 11).
+    pub lifecycle: LifecycleConfig,
     /// Where the file was read from (None: embedded defaults).
     pub source: Option<PathBuf>,
     /// What a reply or bounce must prove (`[registrar] authentication`, `[inbound]
@@ -845,6 +849,7 @@ impl Config {
 
         let trust = read_trust(&mut r, &reg, &ib, &ob, &registrar.callback, &smtp);
         let notices = notices::read(&mut r, &root, &base, api.listen, &registrar.message_id_host);
+        let lifecycle = lifecycle::read(&mut r, &root);
 
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
@@ -852,6 +857,7 @@ impl Config {
         Ok(Config {
             trust,
             notices,
+            lifecycle,
             store,
             api,
             registrar,
@@ -883,6 +889,17 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| profile.handles.org_suffix.clone()),
             tld_rules: profile.tld_rules.clone(),
+            lifecycle: crate::core::lifecycle::LifecyclePolicy {
+                reminder_days: self.lifecycle.reminder_days.clone(),
+                grace_days: self.lifecycle.grace_days,
+                tld_grace: profile.tld_grace.clone(),
+                auto_renew: self
+                    .auto_renew
+                    .map(|a| crate::core::lifecycle::AutoRenewRule {
+                        days_before: a.days_before.clamp(0, 365) as u16,
+                        years: a.years,
+                    }),
+            },
             ..Policy::default()
         }
     }

@@ -149,7 +149,7 @@ impl Intake {
                             && info.original_message_id.as_deref().is_some_and(|id| {
                                 let why = info.diagnostic.as_deref().unwrap_or("bounced");
                                 self.store
-                                    .record_bounce(id, why, jiff::Timestamp::now())
+                                    .record_bounce(id, why, crate::clock::now())
                                     .unwrap_or(false)
                             }) =>
                     {
@@ -309,7 +309,7 @@ impl Intake {
     /// Commits a verdict for the stored message `rec`: the event (if any), the message's new
     /// record, its index entries and a log line, in one transaction.
     pub fn settle(&self, rec: &InboxMessage, mut v: Verdict) -> Result<InboxMessage, String> {
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         // A second copy of a message (same Message-ID) changes nothing: logged only. Only a
         // copy that moved state counts as the first (the index holds only applied copies), so
         // a forged first copy cannot hide the real reply (issue 12 item 3).
@@ -514,7 +514,7 @@ impl Intake {
         {
             return Ok(());
         }
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         let original = self.store.inbox_message(first).map_err(|e| e.to_string())?;
         let rec = InboxMessage {
             key: key.to_owned(),
