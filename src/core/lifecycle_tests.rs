@@ -206,7 +206,7 @@ impl World {
         Ok(t)
     }
 
-    /// One scheduler pass over every domain (the model of `crate::lifecycle::run_pass`).
+    /// One scheduler pass over every domain (the model of the shell's `run_pass`).
     fn pass(&mut self) {
         let today = self.today();
         let names: Vec<DomainName> = self.mem.domains.keys().cloned().collect();
