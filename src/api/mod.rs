@@ -5,6 +5,7 @@ pub mod error;
 pub mod import;
 pub mod inbound;
 pub mod input;
+pub mod lifecycle;
 pub mod notices;
 pub mod ops;
 pub mod server;
@@ -127,6 +128,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/reload", post(inbound::reload))
         .route("/import", post(import::import))
         .merge(notices::routes())
+        .merge(lifecycle::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(ops::healthz))
