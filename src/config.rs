@@ -11,8 +11,10 @@ use secrecy::SecretString;
 
 use crate::core::{Policy, ReplyDeadlines};
 
+pub mod lifecycle;
 pub mod notices;
 pub mod reports;
+pub use lifecycle::LifecycleConfig;
 pub use notices::NoticesConfig;
 pub use reports::ReportsConfig;
 
@@ -247,6 +249,8 @@ pub struct Config {
     pub notices: NoticesConfig,
     /// `[reports]`: the daily reseller report e-mail (src/config/reports.rs).
     pub reports: ReportsConfig,
+    /// `[lifecycle]`: reminders, grace, the pass interval, the test clock (issue 11).
+    pub lifecycle: LifecycleConfig,
     /// Where the file was read from (None: embedded defaults).
     pub source: Option<PathBuf>,
     /// What a reply or bounce must prove (`[registrar] authentication`, `[inbound]
@@ -300,6 +304,7 @@ impl Config {
             "log",
             "notices",
             "reports",
+            "lifecycle",
         ];
         for key in root.keys() {
             if !known.contains(&key.as_str()) {
@@ -851,6 +856,7 @@ impl Config {
         let trust = read_trust(&mut r, &reg, &ib, &ob, &registrar.callback, &smtp);
         let notices = notices::read(&mut r, &root, &base, api.listen, &registrar.message_id_host);
         let reports = reports::read(&mut r, &root, &notices);
+        let lifecycle = lifecycle::read(&mut r, &root);
 
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
@@ -859,6 +865,7 @@ impl Config {
             trust,
             notices,
             reports,
+            lifecycle,
             store,
             api,
             registrar,
@@ -890,6 +897,17 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| profile.handles.org_suffix.clone()),
             tld_rules: profile.tld_rules.clone(),
+            lifecycle: crate::core::lifecycle::LifecyclePolicy {
+                reminder_days: self.lifecycle.reminder_days.clone(),
+                grace_days: self.lifecycle.grace_days,
+                tld_grace: profile.tld_grace.clone(),
+                auto_renew: self
+                    .auto_renew
+                    .map(|a| crate::core::lifecycle::AutoRenewRule {
+                        days_before: a.days_before.clamp(0, 365) as u16,
+                        years: a.years,
+                    }),
+            },
             ..Policy::default()
         }
     }

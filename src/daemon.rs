@@ -73,6 +73,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let store = Arc::new(store);
+    // The test clock (crate::clock): only with REGMAIL_TEST_CLOCK, [lifecycle] test_clock and
+    // mail that stays on this machine; refused loudly otherwise.
+    let env_clock = std::env::var(crate::clock::ENV).ok();
+    let mail_local = match &config.outbound.transport {
+        crate::config::TransportConfig::Smtp => crate::clock::is_loopback_host(&config.smtp.host),
+        crate::config::TransportConfig::Dir(_) => true,
+        // The local MTA may relay anywhere.
+        crate::config::TransportConfig::Sendmail(_) => false,
+    };
+    if let Some(c) = crate::clock::install_from(
+        env_clock.as_deref(),
+        config.lifecycle.test_clock,
+        mail_local,
+    )
+    .map_err(anyhow::Error::msg)?
+    {
+        tracing::warn!(start = %c.start, speed = c.speed, "TEST CLOCK: regmail runs on a rehearsal clock (REGMAIL_TEST_CLOCK); never in production");
+    }
     let token = config.load_token().map_err(anyhow::Error::msg)?;
     let setup = config.outbound_setup().map_err(anyhow::Error::msg)?;
     let rules = config.load_rules().map_err(anyhow::Error::msg)?;
@@ -85,6 +103,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("notice templates: {e}"))?,
     );
     store.set_operators(notice_operators(&config));
+    store.set_policy(policy.clone());
     let reloadable = Reloadable {
         config_path: config.source.clone(),
         rules: Arc::new(RwLock::new(Arc::new(rules))),
@@ -176,7 +195,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         policy.clone(),
         Duration::from_secs(1),
-        config.auto_renew,
+        config.lifecycle.pass_interval,
         scheduler_beat,
         stop_rx.clone(),
     ));

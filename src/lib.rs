@@ -4,6 +4,7 @@
 pub mod api;
 pub mod channels;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod daemon;
@@ -12,6 +13,7 @@ pub mod files;
 pub mod health;
 pub mod idsource;
 pub mod inbound;
+pub mod lifecycle;
 pub mod logging;
 pub mod notices;
 pub mod outbound;

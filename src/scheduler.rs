@@ -1,6 +1,7 @@
 //! Timers: turns passed reply deadlines into `DeadlinePassed` events (DESIGN.md §2: "no reply
-//! within the deadline -> Error"), and asks for the renewal of domains marked auto-renew when
-//! their expiry comes near (DESIGN.md §2, "automatic N days before expiry").
+//! within the deadline -> Error"), and runs the lifecycle pass (`crate::lifecycle`: reminders,
+//! expiry, deletion, and the renewal of domains marked auto-renew when their expiry comes
+//! near, DESIGN.md §2 and §9).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,10 +9,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use crate::config::AutoRenew;
-use crate::core::{Actor, CoreError, Ctx, DomainStatus, Event, Policy};
+use crate::core::{Actor, Ctx, Event, Policy};
 use crate::idsource::UuidIds;
-use crate::store::ApplyError;
 use crate::store::Store;
 
 /// Checks the deadlines once: applies `DeadlinePassed` for each one due. Returns how many fired.
@@ -44,92 +43,48 @@ pub fn fire_due_deadlines(store: &Store, policy: &Policy, now: Timestamp) -> usi
     fired
 }
 
-/// Requests the renewal of every Registered domain marked auto-renew whose expiry is within
-/// `auto.days_before` days of `now`. A domain already renewing (or in Error after a failed
-/// renewal) is not Registered, so nothing is asked twice. Returns how many were requested.
-pub fn request_auto_renewals(
-    store: &Store,
-    policy: &Policy,
-    now: Timestamp,
-    auto: &AutoRenew,
-) -> usize {
-    let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
-    let until = today
-        .checked_add(jiff::Span::new().days(auto.days_before))
-        .unwrap_or(today);
-    let due = match store.domains_expiring_by(until) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "reading expiring domains failed");
-            return 0;
-        }
-    };
-    let mut asked = 0;
-    for d in due
-        .into_iter()
-        .filter(|d| d.auto_renew && d.status == DomainStatus::Registered)
-    {
-        let mut ids = UuidIds;
-        let mut ctx = Ctx {
-            now,
-            ids: &mut ids,
-            policy,
-        };
-        let event = Event::Renew {
-            domain: d.name.clone(),
-            years: auto.years,
-            actor: Actor::Scheduler,
-        };
-        match store.apply(event, &mut ctx) {
-            Ok(_) => {
-                asked += 1;
-                tracing::info!(domain = %d.name, expires = ?d.expires, "auto-renewal requested");
-            }
-            Err(ApplyError::Core(CoreError::TooEarlyToRenew { earliest, .. })) => {
-                tracing::debug!(domain = %d.name, %earliest, "auto-renewal waits for the renewal window");
-            }
-            Err(e) => tracing::warn!(domain = %d.name, error = %e, "auto-renewal refused"),
-        }
-    }
-    asked
-}
-
-/// Runs until `stop` turns true, checking deadlines every `tick`.
+/// Runs until `stop` turns true, checking deadlines every `tick` and running the lifecycle
+/// pass (reminders, expiry, deletion, automatic renewal: `crate::lifecycle`) every
+/// `lifecycle_every`. Time comes from `crate::clock` (the real clock, or the test clock).
 pub async fn run(
     store: Arc<Store>,
     policy: Policy,
     tick: Duration,
-    auto_renew: Option<AutoRenew>,
+    lifecycle_every: Duration,
     heartbeat: Arc<crate::health::Worker>,
     mut stop: watch::Receiver<bool>,
 ) {
-    // Expiry dates change by the day: a look a minute is plenty.
-    let mut last_renewal_check: Option<std::time::Instant> = None;
+    let tick = tick.min(lifecycle_every);
+    let mut last_pass: Option<std::time::Instant> = None;
     loop {
         heartbeat.beat();
+        let pass_now = last_pass.is_none_or(|t| t.elapsed() >= lifecycle_every);
+        if pass_now {
+            last_pass = Some(std::time::Instant::now());
+        }
+        let (store2, policy2) = (store.clone(), policy.clone());
+        let joined = tokio::task::spawn_blocking(move || {
+            let now = crate::clock::now();
+            fire_due_deadlines(&store2, &policy2, now);
+            if pass_now {
+                if let Some(c) = crate::clock::test_clock() {
+                    tracing::warn!(now = %now, start = %c.start, speed = c.speed, "TEST CLOCK in use: the lifecycle pass runs on a rehearsal clock");
+                }
+                if let Err(e) = crate::lifecycle::run_pass(&store2, &policy2, now) {
+                    tracing::error!(error = %e, "the lifecycle pass failed");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "the deadline check failed");
+        }
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
             _ = stop.changed() => {}
         }
         if *stop.borrow() {
             return;
-        }
-        let renew_now = auto_renew
-            .filter(|_| last_renewal_check.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)));
-        if renew_now.is_some() {
-            last_renewal_check = Some(std::time::Instant::now());
-        }
-        let (store, policy) = (store.clone(), policy.clone());
-        let joined = tokio::task::spawn_blocking(move || {
-            let now = Timestamp::now();
-            fire_due_deadlines(&store, &policy, now);
-            if let Some(auto) = renew_now {
-                request_auto_renewals(&store, &policy, now, &auto);
-            }
-        })
-        .await;
-        if let Err(e) = joined {
-            tracing::error!(error = %e, "the deadline check failed");
         }
     }
 }
@@ -219,8 +174,9 @@ pub async fn run_retention(
 ) {
     loop {
         let (s, p) = (store.clone(), policy.clone());
-        let _ = tokio::task::spawn_blocking(move || sweep_raw(&s, &p, Timestamp::now(), keep_days))
-            .await;
+        let _ =
+            tokio::task::spawn_blocking(move || sweep_raw(&s, &p, crate::clock::now(), keep_days))
+                .await;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
             _ = stop.changed() => {}
@@ -239,7 +195,7 @@ pub async fn run_reports(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        mailer.tick(Timestamp::now()).await;
+        mailer.tick(crate::clock::now()).await;
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
             _ = stop.changed() => {}
@@ -255,8 +211,8 @@ pub async fn run_reports(
 mod tests {
     use super::*;
     use crate::core::{
-        ClientId, Contact, DomainName, DomainOrder, Handle, IdSource, NewClient, Person,
-        Registrant, ReplyOutcome, RequestId,
+        ClientId, Contact, DomainName, DomainOrder, DomainStatus, Handle, IdSource, NewClient,
+        Person, Registrant, ReplyOutcome, RequestId,
     };
 
     struct Ids(u32);
@@ -325,6 +281,12 @@ mod tests {
     fn auto_renewal_asks_once_for_marked_domains_inside_the_window() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("s"), 8 << 20).expect("store");
+        let mut policy = Policy::default();
+        policy.lifecycle.auto_renew = Some(crate::core::lifecycle::AutoRenewRule {
+            days_before: 59,
+            years: 1,
+        });
+        store.set_policy(policy.clone());
         let now: Timestamp = "2026-11-23T10:00:00Z".parse().expect("now");
         let mut ids = Ids(0);
         apply(
@@ -378,14 +340,8 @@ mod tests {
             jiff::civil::date(2027, 6, 1),
             true,
         );
-        let auto = AutoRenew {
-            days_before: 59,
-            years: 1,
-        };
-        assert_eq!(
-            request_auto_renewals(&store, &Policy::default(), now, &auto),
-            1
-        );
+        let pass = crate::lifecycle::run_pass(&store, &policy, now).expect("pass");
+        assert_eq!(pass.renewals, 1, "{pass:?}");
         let status = |n: &str| {
             store
                 .domain(&DomainName::parse(n).expect("n"))
@@ -397,10 +353,9 @@ mod tests {
         assert_eq!(status("manual.ru"), DomainStatus::Registered);
         assert_eq!(status("later.ru"), DomainStatus::Registered);
         // Asked once: the domain is Renewing now, so a second look asks nothing.
-        assert_eq!(
-            request_auto_renewals(&store, &Policy::default(), now, &auto),
-            0
-        );
+        let again = crate::lifecycle::run_pass(&store, &policy, now).expect("pass");
+        assert_eq!(again.renewals, 0, "{again:?}");
+        assert_eq!(again.events, 0, "{again:?}");
         let log = store
             .log_of(
                 &crate::store::LogScope::Domain(DomainName::parse("soon.ru").expect("n")),

@@ -66,7 +66,7 @@ pub async fn import(State(state): Shared, body: Body) -> Result<Json<Value>, Api
                  parts (regmail import does)"
             ),
         })?;
-    blocking(move || run(&state, &bytes, Timestamp::now())).await
+    blocking(move || run(&state, &bytes, crate::clock::now())).await
 }
 
 /// Parses, validates and writes an import body; the answer counts the rows.
@@ -260,6 +260,13 @@ impl StateView for Overlay<'_> {
     }
     fn handle_counter(&self) -> Result<u64, ViewError> {
         StateView::handle_counter(self.store)
+    }
+    fn reminder_marks(
+        &self,
+        domain: &DomainName,
+        expires: jiff::civil::Date,
+    ) -> Result<Vec<(u16, core::lifecycle::ReminderOutcome)>, ViewError> {
+        StateView::reminder_marks(self.store, domain, expires)
     }
 }
 

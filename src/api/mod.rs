@@ -23,7 +23,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use jiff::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -199,15 +198,15 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// The daemon's "now" for handlers.
-fn now() -> Timestamp {
-    Timestamp::now()
+fn now() -> jiff::Timestamp {
+    crate::clock::now()
 }
 
 /// Applies an event now, as the daemon does.
 fn apply_now(state: &AppState, event: Event, field: &str) -> Result<Applied, ApiError> {
     let mut ids = UuidIds;
     let mut ctx = Ctx {
-        now: Timestamp::now(),
+        now: crate::clock::now(),
         ids: &mut ids,
         policy: &state.policy,
     };
@@ -274,7 +273,7 @@ async fn read_json(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
 }
 
 fn today() -> jiff::civil::Date {
-    Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date()
+    crate::clock::now().to_zoned(jiff::tz::TimeZone::UTC).date()
 }
 
 /// A path parameter; one that is not valid UTF-8 is refused with error JSON naming it.
@@ -418,7 +417,7 @@ fn apply_keyed(
     let hash = hex(&Sha256::digest(body.to_string().as_bytes()));
     let mut ids = UuidIds;
     let mut ctx = Ctx {
-        now: Timestamp::now(),
+        now: crate::clock::now(),
         ids: &mut ids,
         policy: &state.policy,
     };

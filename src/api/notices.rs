@@ -231,7 +231,7 @@ async fn create_user(
     let id = user_id("id", &o.text("id", 64)?)?;
     let input = user_input(&o)?;
     blocking(move || {
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         let (status, u) = state
             .store
             .commit_extra(now, |s| {
@@ -382,7 +382,7 @@ async fn update_user(
     o.only(&["name", "email", "phone", "language", "role"])?;
     let input = user_input(&o)?;
     blocking(move || {
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         let u = state
             .store
             .commit_extra(now, |s| {
@@ -432,7 +432,7 @@ async fn delete_user(
     blocking(move || {
         state
             .store
-            .commit_extra(Timestamp::now(), |s| {
+            .commit_extra(crate::clock::now(), |s| {
                 let u = find_user(s, &client, &user).map_err(Fail::Api)?;
                 if u.role == Role::Owner {
                     return Err(Fail::Api(ApiError::conflict(
@@ -525,7 +525,7 @@ async fn put_subscriptions(
     let actor = user_id("acting_user", &o.text("acting_user", 64)?)?;
     let new = parse_subscriptions(&v)?;
     blocking(move || {
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         let u = state
             .store
             .commit_extra(now, |s| {
@@ -661,7 +661,7 @@ async fn post_notice(
             .post_notice(
                 draft,
                 key.as_deref().map(|k| (k, hash.as_str())),
-                Timestamp::now(),
+                crate::clock::now(),
             )
             .map_err(apply_err)?;
         match posted {
@@ -857,7 +857,7 @@ async fn replay_delivery(
                 format!("endpoint {ep} is disabled; enable it first"),
             ));
         }
-        requeue(&state.store, &[id], Timestamp::now())?;
+        requeue(&state.store, &[id], crate::clock::now())?;
         wake(&state);
         Ok(Json(json!({ "replayed": [id] })))
     })
@@ -937,7 +937,7 @@ async fn create_webhook(
     };
     let enabled = o.flag("enabled", true)?;
     blocking(move || {
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         let e = Endpoint {
             id: format!("ep_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
             url,
@@ -997,7 +997,7 @@ async fn get_webhook(
 
 async fn set_enabled(state: Arc<AppState>, id: String, on: bool) -> Result<Json<Value>, ApiError> {
     blocking(move || {
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         let e = state
             .store
             .commit_extra(now, |s| {
@@ -1061,7 +1061,7 @@ async fn rotate_webhook(
         None => random_secret(),
     };
     blocking(move || {
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         let e = state
             .store
             .commit_extra(now, |s| {
@@ -1140,7 +1140,7 @@ async fn replay_webhook(
             .filter(|d| d.created >= since && d.state != DeliveryState::Queued)
             .map(|d| d.id)
             .collect();
-        let n = requeue(&state.store, &ids, Timestamp::now())?;
+        let n = requeue(&state.store, &ids, crate::clock::now())?;
         wake(&state);
         Ok(Json(json!({ "replayed": ids, "count": n })))
     })
@@ -1227,7 +1227,7 @@ async fn unsubscribe_post(
     let token = param(p, "token")?;
     blocking(move || {
         let (client, user, cat) = token_user(&state, &token)?;
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         state
             .store
             .commit_extra(now, |s| {

@@ -32,7 +32,7 @@ pub async fn readyz(State(state): Shared) -> Response {
     })
     .await
     .is_ok();
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     let mut problems = Vec::new();
     if !store_ok {
         problems.push("the store cannot be read".to_owned());
@@ -99,7 +99,7 @@ pub async fn metrics(State(state): Shared) -> Response {
     let Ok((counts, oldest)) = gathered else {
         return (StatusCode::SERVICE_UNAVAILABLE, "store unreadable\n").into_response();
     };
-    let now = Timestamp::now();
+    let now = crate::clock::now();
     let h = &state.health;
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, rows: &[(String, f64)]| {

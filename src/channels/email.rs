@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
 use tokio::sync::watch;
 
 use super::{after_failure, elapsed_ms, first_bytes, unix_ms};
@@ -76,7 +75,7 @@ impl EmailChannel {
             .flatten();
         match next {
             Some(at) => {
-                let ms = at.as_millisecond() - Timestamp::now().as_millisecond();
+                let ms = at.as_millisecond() - crate::clock::now().as_millisecond();
                 Duration::from_millis(ms.clamp(0, 1000) as u64)
             }
             None => Duration::from_secs(1),
@@ -87,7 +86,7 @@ impl EmailChannel {
     pub async fn sweep(&mut self) -> usize {
         let s = self.store.clone();
         let due = match tokio::task::spawn_blocking(move || {
-            s.due_deliveries(Channel::Email, Timestamp::now(), 256)
+            s.due_deliveries(Channel::Email, crate::clock::now(), 256)
         })
         .await
         {
@@ -111,7 +110,7 @@ impl EmailChannel {
         }
         let prepared = self.prepare(&d).await;
         let start = std::time::Instant::now();
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         let (attempt_ok, outcome) = match prepared {
             Prepared::Refused(why) => (false, SendOutcome::Permanent(why)),
             Prepared::Mail(m) => {

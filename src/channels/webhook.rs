@@ -135,7 +135,7 @@ impl WebhookChannel {
                     .and_then(Result::ok)
                     .flatten();
                 let wait = next.map_or(Duration::from_secs(1), |at| {
-                    let ms = at.as_millisecond() - Timestamp::now().as_millisecond();
+                    let ms = at.as_millisecond() - crate::clock::now().as_millisecond();
                     Duration::from_millis(ms.clamp(0, 1000) as u64)
                 });
                 tokio::select! {
@@ -154,7 +154,7 @@ impl WebhookChannel {
     pub async fn sweep(self: Arc<Self>) -> usize {
         let s = self.store.clone();
         let due = match tokio::task::spawn_blocking(move || {
-            s.due_deliveries(Channel::Webhook, Timestamp::now(), 256)
+            s.due_deliveries(Channel::Webhook, crate::clock::now(), 256)
         })
         .await
         {
@@ -184,7 +184,7 @@ impl WebhookChannel {
         if d.state != DeliveryState::Queued {
             return;
         }
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         let ep_id = d.recipient.strip_prefix("endpoint:").unwrap_or("");
         let (n, ep) = match (self.store.notice(d.notice), self.store.endpoint(ep_id)) {
             (Ok(Some(n)), Ok(Some(ep))) => (n, ep),

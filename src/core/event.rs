@@ -77,6 +77,16 @@ pub enum ReplyOutcome {
     },
 }
 
+/// What a registrar notice says about a domain (a reply rule's `expired` or `deleted` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrarNotice {
+    /// The registration ended: the registrar parked the name.
+    Expired,
+    /// The registrar deleted the name.
+    Deleted,
+}
+
 /// An input to the core. Each variant names its source in [`Event::actor`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -192,6 +202,34 @@ pub enum Event {
         /// Which request.
         request: RequestId,
     },
+    /// Scheduler: a reminder of the domain's expiry series is due (DESIGN.md §9).
+    ReminderDue {
+        /// Which domain.
+        domain: DomainName,
+        /// The expiry date of the series.
+        expires: Date,
+        /// Days before expiry.
+        offset: u16,
+    },
+    /// Scheduler: the domain's expiry date passed.
+    ExpiryReached {
+        /// Which domain.
+        domain: DomainName,
+    },
+    /// Scheduler: the domain's grace ended.
+    GraceEnded {
+        /// Which domain.
+        domain: DomainName,
+    },
+    /// Intake: a registrar notice about a domain (a reply rule's `expired` or `deleted`).
+    Registrar {
+        /// Which domain.
+        domain: DomainName,
+        /// What it says.
+        notice: RegistrarNotice,
+        /// Which message, which rule.
+        evidence: Evidence,
+    },
 }
 
 impl Event {
@@ -211,8 +249,11 @@ impl Event {
             | Event::SendUnknown { .. }
             | Event::SendFailed { .. }
             | Event::SendDeferred { .. } => Actor::Outbox,
-            Event::Reply { .. } => Actor::Registrar,
-            Event::DeadlinePassed { .. } => Actor::Scheduler,
+            Event::Reply { .. } | Event::Registrar { .. } => Actor::Registrar,
+            Event::DeadlinePassed { .. }
+            | Event::ReminderDue { .. }
+            | Event::ExpiryReached { .. }
+            | Event::GraceEnded { .. } => Actor::Scheduler,
         }
     }
 }

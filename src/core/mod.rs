@@ -4,13 +4,14 @@
 pub mod event;
 pub mod ids;
 pub mod import;
+pub mod lifecycle;
 pub mod log;
 pub mod model;
 pub mod notice;
 pub mod transition;
 pub mod view;
 
-pub use event::{DomainOrder, Event, NewClient, ReplyOutcome, Resolution};
+pub use event::{DomainOrder, Event, NewClient, RegistrarNotice, ReplyOutcome, Resolution};
 pub use ids::{
     ClientId, DomainName, Handle, InvalidId, LabelLetters, Nameserver, RequestId, TldRule,
 };

@@ -28,13 +28,22 @@ pub mod types {
     /// To the operators: a registrar reply contradicts the outcome already applied (issue 9,
     /// item 3); the domain is in phase Conflict until someone resolves it.
     pub const OPERATOR_DOMAIN_CONFLICT: &str = "operator.domain_conflict";
+    /// A reminder of the domain's expiry (90/60/30/15/1 days before, DESIGN.md §9).
+    pub const DOMAIN_EXPIRY_REMINDER: &str = "domain.expiry_reminder";
+    /// Mandatory: the domain expired and is parked; the site has stopped; N days to renew.
+    pub const DOMAIN_EXPIRED: &str = "domain.expired";
+    /// Mandatory, final: the domain was deleted.
+    pub const DOMAIN_DELETED: &str = "domain.deleted";
     /// Every type the core can emit (the catalogue must know each).
-    pub const CORE: [&str; 5] = [
+    pub const CORE: [&str; 8] = [
         DOMAIN_REGISTERED,
         DOMAIN_REGISTRATION_FAILED,
         DOMAIN_RENEWED,
         DOMAIN_RENEWAL_FAILED,
         OPERATOR_DOMAIN_CONFLICT,
+        DOMAIN_EXPIRY_REMINDER,
+        DOMAIN_EXPIRED,
+        DOMAIN_DELETED,
     ];
 }
 

@@ -53,6 +53,8 @@ pub struct Policy {
     /// Which letters each TLD allows in new names (from the registrar profile); checked when
     /// an order comes in.
     pub tld_rules: Vec<crate::core::TldRule>,
+    /// Reminders, grace and automatic renewal after registration (DESIGN.md §9).
+    pub lifecycle: super::lifecycle::LifecyclePolicy,
 }
 
 impl Default for Policy {
@@ -70,6 +72,7 @@ impl Default for Policy {
             renew_window_tlds: vec!["ru".into(), "su".into(), "xn--p1ai".into()],
             renew_window_days: 60,
             tld_rules: Vec::new(),
+            lifecycle: super::lifecycle::LifecyclePolicy::default(),
         }
     }
 }
@@ -316,6 +319,18 @@ pub fn apply(
             };
             w.reply(request, outcome, evidence)?
         }
+        Event::ReminderDue {
+            domain,
+            expires,
+            offset,
+        } => w.reminder_due(&domain, expires, offset)?,
+        Event::ExpiryReached { domain } => w.expiry_reached(&domain)?,
+        Event::GraceEnded { domain } => w.grace_ended(&domain)?,
+        Event::Registrar {
+            domain,
+            notice,
+            evidence,
+        } => w.registrar_notice(&domain, notice, evidence)?,
         Event::DeadlinePassed { request } => {
             let mut r = w.request(request)?;
             let due = r.reply_deadline.is_some_and(|d| d <= w.now);
@@ -401,18 +416,18 @@ struct NewRequest<'a> {
 }
 
 /// The working set of one `apply`: reads fall through an overlay of what this event changed.
-struct Work<'a> {
-    view: &'a dyn StateView,
-    now: Timestamp,
-    actor: Actor,
-    policy: &'a Policy,
+pub(super) struct Work<'a> {
+    pub(super) view: &'a dyn StateView,
+    pub(super) now: Timestamp,
+    pub(super) actor: Actor,
+    pub(super) policy: &'a Policy,
     ids: &'a mut dyn IdSource,
     clients: BTreeMap<ClientId, Client>,
     domains: BTreeMap<DomainName, Domain>,
     requests: BTreeMap<RequestId, Request>,
     /// Each changed domain as it was before this event (for its notice).
     originals: BTreeMap<DomainName, Option<Domain>>,
-    t: Transition,
+    pub(super) t: Transition,
 }
 
 impl Work<'_> {
@@ -450,7 +465,7 @@ impl Work<'_> {
             None => Ok(self.view.domain(name)?),
         }
     }
-    fn domain(&self, name: &DomainName) -> Result<Domain, CoreError> {
+    pub(super) fn domain(&self, name: &DomainName) -> Result<Domain, CoreError> {
         self.find_domain(name)?
             .ok_or_else(|| CoreError::UnknownDomain(name.clone()))
     }
@@ -505,7 +520,13 @@ impl Work<'_> {
         self.clients.insert(c.id.clone(), c);
     }
 
-    fn put_domain(&mut self, mut d: Domain, action: &str, message: String, evidence: Evidence) {
+    pub(super) fn put_domain(
+        &mut self,
+        mut d: Domain,
+        action: &str,
+        message: String,
+        evidence: Evidence,
+    ) {
         let before = self.find_domain(&d.name).ok().flatten();
         self.originals
             .entry(d.name.clone())
@@ -819,11 +840,24 @@ impl Work<'_> {
 
     fn renew(&mut self, name: &DomainName, years: u8) -> Result<(), CoreError> {
         let mut d = self.domain(name)?;
-        if d.status != DomainStatus::Registered {
-            return Err(CoreError::Illegal(format!(
-                "{name} is {}; only a Registered domain can be renewed",
-                d.status.as_str()
-            )));
+        match d.status {
+            DomainStatus::Registered => {}
+            // Renewal during grace (DESIGN.md §9): accepted through the last day of grace.
+            DomainStatus::Expired => {
+                if let Some(g) = d.grace_ends
+                    && today(self.now) > g
+                {
+                    return Err(CoreError::Illegal(format!(
+                        "{name} expired and its grace ended on {g}; it is about to be deleted and can no longer be renewed"
+                    )));
+                }
+            }
+            _ => {
+                return Err(CoreError::Illegal(format!(
+                    "{name} is {}; only a Registered domain (or an Expired one during grace) can be renewed",
+                    d.status.as_str()
+                )));
+            }
         }
         if let Some(expires) = d.expires
             && self
@@ -977,6 +1011,8 @@ impl Work<'_> {
                 };
                 d.expires = expires.or(computed).or(d.expires);
                 d.status = DomainStatus::Registered;
+                d.grace_ends = None;
+                d.deleted_on = None;
                 d.last_error = None;
             }
             Resolution::Error => {
@@ -1589,6 +1625,7 @@ impl Work<'_> {
                 };
                 d.expires = expires.or(fallback);
                 d.status = DomainStatus::Registered;
+                d.grace_ends = None;
                 d.phase = Phase::Done;
                 d.open_request = None;
                 d.last_error = None;

@@ -4,8 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
+use jiff::civil::Date;
 
 use super::ids::{ClientId, DomainName, RequestId};
+use super::lifecycle::{ReminderMark, ReminderOutcome};
 use super::log::{LogDraft, LogEntry};
 use super::model::{Client, Domain, Request};
 
@@ -26,6 +28,13 @@ pub trait StateView {
     fn domains_of_client(&self, id: &ClientId) -> Result<Vec<Domain>, ViewError>;
     /// The last handle counter value used (0 when none).
     fn handle_counter(&self) -> Result<u64, ViewError>;
+    /// The reminders of `domain`'s series for `expires` handled so far (sent or skipped), by
+    /// offset (DESIGN.md §9: exactly once per domain, expiry date and offset).
+    fn reminder_marks(
+        &self,
+        domain: &DomainName,
+        expires: Date,
+    ) -> Result<Vec<(u16, ReminderOutcome)>, ViewError>;
 }
 
 /// A side effect the shell carries out in the same store transaction as the state change.
@@ -41,6 +50,9 @@ pub enum Effect {
     DisarmDeadline(RequestId),
     /// Write a notice (and its fan-out) with this change (DESIGN.md §10).
     Notify(super::notice::NoticeDraft),
+    /// Record a reminder as sent or skipped: its key (domain, expiry date, offset) is written in
+    /// the same transaction as its notice (DESIGN.md §9).
+    Reminder(ReminderMark),
 }
 
 /// The result of one event: every entity that changed (its new value), the log entries, the
@@ -93,6 +105,8 @@ pub struct MemState {
     pub counter: u64,
     /// Notices written, in order.
     pub notices: Vec<super::notice::NoticeDraft>,
+    /// Reminder records by (domain, expiry date, offset).
+    pub reminders: BTreeMap<(DomainName, Date, u16), ReminderMark>,
 }
 
 impl MemState {
@@ -129,6 +143,10 @@ impl MemState {
                     self.deadlines.remove(id);
                 }
                 Effect::Notify(n) => self.notices.push(n.clone()),
+                Effect::Reminder(m) => {
+                    self.reminders
+                        .insert((m.domain.clone(), m.expires, m.offset), m.clone());
+                }
             }
         }
         if let Some(c) = t.handle_counter {
@@ -157,5 +175,16 @@ impl StateView for MemState {
     }
     fn handle_counter(&self) -> Result<u64, ViewError> {
         Ok(self.counter)
+    }
+    fn reminder_marks(
+        &self,
+        domain: &DomainName,
+        expires: Date,
+    ) -> Result<Vec<(u16, ReminderOutcome)>, ViewError> {
+        Ok(self
+            .reminders
+            .range((domain.clone(), expires, 0)..=(domain.clone(), expires, u16::MAX))
+            .map(|((_, _, o), m)| (*o, m.outcome.clone()))
+            .collect())
     }
 }

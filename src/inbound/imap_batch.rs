@@ -115,7 +115,7 @@ impl ImapSource {
                         let mut done = Vec::new();
                         for (uid, key, bytes, oversized) in &items {
                             let r = match store
-                                .receive(key, bytes, jiff::Timestamp::now())
+                                .receive(key, bytes, crate::clock::now())
                                 .map_err(|e| e.to_string())
                             {
                                 Ok(Received::New(_)) => {

@@ -149,7 +149,7 @@ impl Intake {
                             && info.original_message_id.as_deref().is_some_and(|id| {
                                 let why = info.diagnostic.as_deref().unwrap_or("bounced");
                                 self.store
-                                    .record_bounce(id, why, jiff::Timestamp::now())
+                                    .record_bounce(id, why, crate::clock::now())
                                     .unwrap_or(false)
                             }) =>
                     {
@@ -220,11 +220,13 @@ impl Intake {
                 let Some(m) = rm else {
                     return Err("a registrar reply without a rule".into());
                 };
-                let Some(outcome) = m.outcome() else {
+                let notice = m.notice();
+                let outcome = m.outcome();
+                if outcome.is_none() && notice.is_none() {
                     v.reason = format!("rule {} says to ignore this reply", m.rule);
                     v.mail = Some(mail);
                     return Ok(v);
-                };
+                }
                 // Only an authenticated reply moves state (issue 9 part A, item 1); an
                 // operator's assignment is the operator's decision.
                 let level = self.classify.trust.authentication;
@@ -240,6 +242,61 @@ impl Intake {
                     return Ok(v);
                 }
                 let auth = trust.authenticated(level).then(|| trust.evidence());
+                if let Some(notice) = notice {
+                    // A registrar notice (issue 11): it names a domain and answers no request,
+                    // so, like a reply tied only by the domain name, it must be authenticated
+                    // (or assigned by an operator).
+                    let held = match &m.captures.domain {
+                        Some(dn) => self.store.domain(dn).map_err(|e| e.to_string())?,
+                        None => None,
+                    };
+                    match (&m.captures.domain, held) {
+                        (Some(dn), Some(_)) if auth.is_some() || assigned.is_some() => {
+                            v.state = InboxState::Applied;
+                            v.reason = format!(
+                                "rule {} matched: the registrar reports {dn} {}",
+                                m.rule,
+                                m.event.as_str()
+                            );
+                            v.event = Some(Event::Registrar {
+                                domain: dn.clone(),
+                                notice,
+                                evidence: Evidence {
+                                    message_id: mail.message_id.clone(),
+                                    rule: Some(m.rule.clone()),
+                                    correlation: Some("domain".into()),
+                                    auth: auth.clone(),
+                                    ..Evidence::default()
+                                },
+                            });
+                        }
+                        (Some(dn), Some(_)) => {
+                            v.state = InboxState::Unmatched;
+                            v.reason = format!(
+                                "rule {} matched: a notice that {dn} is {}, but the reply is not authenticated ({}); assign it after checking",
+                                m.rule,
+                                m.event.as_str(),
+                                trust.reasons(level)
+                            );
+                        }
+                        (Some(dn), None) => {
+                            v.state = InboxState::Unmatched;
+                            v.reason = format!(
+                                "rule {} matched: a notice about {dn}, which has no order here",
+                                m.rule
+                            );
+                        }
+                        (None, _) => {
+                            v.state = InboxState::Unmatched;
+                            v.reason = format!("rule {} matched but captured no domain", m.rule);
+                        }
+                    }
+                    v.mail = Some(mail);
+                    return Ok(v);
+                }
+                let Some(outcome) = outcome else {
+                    return Err(format!("rule {} has no outcome", m.rule));
+                };
                 let found = match assigned {
                     Some(rid) => Correlation::Found {
                         request: rid,
@@ -309,7 +366,7 @@ impl Intake {
     /// Commits a verdict for the stored message `rec`: the event (if any), the message's new
     /// record, its index entries and a log line, in one transaction.
     pub fn settle(&self, rec: &InboxMessage, mut v: Verdict) -> Result<InboxMessage, String> {
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         // A second copy of a message (same Message-ID) changes nothing: logged only. Only a
         // copy that moved state counts as the first (the index holds only applied copies), so
         // a forged first copy cannot hide the real reply (issue 12 item 3).
@@ -514,7 +571,7 @@ impl Intake {
         {
             return Ok(());
         }
-        let now = Timestamp::now();
+        let now = crate::clock::now();
         let original = self.store.inbox_message(first).map_err(|e| e.to_string())?;
         let rec = InboxMessage {
             key: key.to_owned(),

@@ -47,6 +47,11 @@ pub enum ReplyEvent {
     Rejected,
     /// A known message that changes nothing (a newsletter, a balance notice): logged only.
     Ignore,
+    /// A registrar notice that a domain expired (it answers no request; the rule must capture
+    /// `domain`): the domain goes Expired, parked (DESIGN.md §9).
+    Expired,
+    /// A registrar notice that a domain was deleted (the rule must capture `domain`).
+    Deleted,
 }
 
 impl ReplyEvent {
@@ -57,6 +62,8 @@ impl ReplyEvent {
             ReplyEvent::Completed => "completed",
             ReplyEvent::Rejected => "rejected",
             ReplyEvent::Ignore => "ignore",
+            ReplyEvent::Expired => "expired",
+            ReplyEvent::Deleted => "deleted",
         }
     }
 
@@ -67,6 +74,8 @@ impl ReplyEvent {
             "completed" => ReplyEvent::Completed,
             "rejected" => ReplyEvent::Rejected,
             "ignore" => ReplyEvent::Ignore,
+            "expired" => ReplyEvent::Expired,
+            "deleted" => ReplyEvent::Deleted,
             _ => return None,
         })
     }
@@ -81,7 +90,8 @@ pub enum RulesErrorKind {
     UnknownKey,
     /// A regular expression that does not compile or exceeds the size limits.
     BadRegex,
-    /// An `event` other than acknowledged, completed, rejected, ignore.
+    /// An `event` other than acknowledged, completed, rejected, ignore, expired, deleted; or an
+    /// `expired`/`deleted` rule that captures no `domain`.
     BadEvent,
     /// A `kinds` entry that is not a request kind.
     UnknownKind,
@@ -174,8 +184,17 @@ impl RuleMatch {
                     .clone()
                     .unwrap_or_else(|| format!("refused (rule {})", self.rule)),
             },
-            ReplyEvent::Ignore => return None,
+            ReplyEvent::Ignore | ReplyEvent::Expired | ReplyEvent::Deleted => return None,
         })
+    }
+
+    /// The registrar notice this rule's match means (`expired` or `deleted`), if it is one.
+    pub fn notice(&self) -> Option<crate::core::RegistrarNotice> {
+        match self.event {
+            ReplyEvent::Expired => Some(crate::core::RegistrarNotice::Expired),
+            ReplyEvent::Deleted => Some(crate::core::RegistrarNotice::Deleted),
+            _ => None,
+        }
     }
 }
 
@@ -387,7 +406,7 @@ impl Rules {
                     r.event.span(),
                     RulesErrorKind::BadEvent,
                     format!(
-                        "rule {name:?}: event {:?} is not one of acknowledged, completed, rejected, ignore",
+                        "rule {name:?}: event {:?} is not one of acknowledged, completed, rejected, ignore, expired, deleted",
                         r.event.get_ref()
                     ),
                 )
@@ -429,6 +448,22 @@ impl Rules {
                 .as_ref()
                 .map(|p| compile(text, &name, "body", p))
                 .transpose()?;
+            if matches!(event, ReplyEvent::Expired | ReplyEvent::Deleted)
+                && ![&subject, &body]
+                    .into_iter()
+                    .flatten()
+                    .any(|re| re.capture_names().flatten().any(|n| n == "domain"))
+            {
+                return Err(err(
+                    text,
+                    r.event.span(),
+                    RulesErrorKind::BadEvent,
+                    format!(
+                        "rule {name:?}: event {} names no request, so its `subject` or `body` must capture the domain, e.g. (?P<domain>[a-z0-9.-]+)",
+                        event.as_str()
+                    ),
+                ));
+            }
             rules.push(Rule {
                 name,
                 kinds,
@@ -731,6 +766,28 @@ body = 'till'
             Ok(_) => panic!("accepted:\n{text}"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn expiry_and_deletion_notices_need_a_domain_and_carry_it() {
+        let e = refused("[[rule]]\nname = \"a\"\nevent = \"expired\"\nbody = 'expired'\n");
+        assert_eq!(e.kind, RulesErrorKind::BadEvent);
+        assert!(e.reason.contains("capture the domain"), "{e}");
+        let rules = Rules::parse(SHIPPED).unwrap();
+        let m = rules
+            .first_match(
+                "Уведомление",
+                "Срок регистрации домена example.ru истёк 01.02.2027.",
+            )
+            .unwrap();
+        assert_eq!(m.event, ReplyEvent::Expired);
+        assert_eq!(m.notice(), Some(crate::core::RegistrarNotice::Expired));
+        assert_eq!(m.outcome(), None);
+        assert_eq!(m.captures.domain.unwrap().as_str(), "example.ru");
+        let m = rules
+            .first_match("Notice", "Domain example.ru has been deleted.")
+            .unwrap();
+        assert_eq!(m.notice(), Some(crate::core::RegistrarNotice::Deleted));
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use jiff::Timestamp;
 use tokio::sync::watch;
 
 use crate::health::{Health, Worker};
@@ -140,7 +139,7 @@ impl MaildirSource {
             let key = self.free_key(&base, &bytes)?;
             match self
                 .store
-                .receive(&key, &bytes, Timestamp::now())
+                .receive(&key, &bytes, crate::clock::now())
                 .map_err(|e| e.to_string())?
             {
                 Received::New(_) => {

@@ -24,7 +24,8 @@ pub enum Category {
     Maintenance,
     /// Service status, new orders, settings changed.
     Services,
-    /// Domains: registered, registration failed, renewed, renewal failed, registrant changed.
+    /// Domains: registered, registration failed, renewed, renewal failed, registrant changed,
+    /// expiry reminders, expired (parked), deleted.
     Domains,
 }
 
@@ -267,6 +268,25 @@ pub const CATALOGUE: &[NoticeType] = &[
         Domains,
         &["domain", "date"],
         "a domain is about to be deleted",
+    ),
+    // the domain's life after registration (issue 11; emitted by core::lifecycle)
+    t(
+        "domain.expiry_reminder",
+        Domains,
+        &["domain", "expires", "days_left"],
+        "a domain expires soon (90, 60, 30, 15 and 1 days before, by default)",
+    ),
+    mandatory(
+        "domain.expired",
+        Domains,
+        &["domain", "expires", "grace_ends", "days_left"],
+        "a domain expired and is parked: the site has stopped; days left to renew",
+    ),
+    mandatory(
+        "domain.deleted",
+        Domains,
+        &["domain", "deleted_on"],
+        "a domain was deleted after its grace ended (the final notice)",
     ),
     // operators (the hosting company's staff)
     op(

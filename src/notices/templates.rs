@@ -99,6 +99,18 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../notice-templates/en/domain.renewed.txt"),
     ),
     (
+        "en/domain.expiry_reminder.txt",
+        include_str!("../../notice-templates/en/domain.expiry_reminder.txt"),
+    ),
+    (
+        "en/domain.expired.txt",
+        include_str!("../../notice-templates/en/domain.expired.txt"),
+    ),
+    (
+        "en/domain.deleted.txt",
+        include_str!("../../notice-templates/en/domain.deleted.txt"),
+    ),
+    (
         "en/maintenance.outage.txt",
         include_str!("../../notice-templates/en/maintenance.outage.txt"),
     ),
@@ -201,6 +213,18 @@ const EMBEDDED: &[(&str, &str)] = &[
     (
         "ru/domain.renewed.txt",
         include_str!("../../notice-templates/ru/domain.renewed.txt"),
+    ),
+    (
+        "ru/domain.expiry_reminder.txt",
+        include_str!("../../notice-templates/ru/domain.expiry_reminder.txt"),
+    ),
+    (
+        "ru/domain.expired.txt",
+        include_str!("../../notice-templates/ru/domain.expired.txt"),
+    ),
+    (
+        "ru/domain.deleted.txt",
+        include_str!("../../notice-templates/ru/domain.deleted.txt"),
     ),
     (
         "ru/maintenance.outage.txt",

@@ -65,6 +65,10 @@ struct ProfileFile {
 #[serde(deny_unknown_fields)]
 struct TldFile {
     letters: crate::core::LabelLetters,
+    /// Days after expiry during which the registry still accepts a renewal (the lifecycle's
+    /// grace); the configuration's `[lifecycle] grace_days` applies to TLDs without one.
+    #[serde(default)]
+    grace_days: Option<u16>,
 }
 
 /// Handle suffixes the profile proposes.
@@ -120,6 +124,9 @@ pub struct Profile {
     pub source: String,
     /// Which letters each TLD allows in new names (`[tld.<name>]`).
     pub tld_rules: Vec<crate::core::TldRule>,
+    /// Days of grace after expiry per TLD (`[tld.<name>] grace_days`), keyed by the TLD in
+    /// punycode (issue 11: the domain lifecycle).
+    pub tld_grace: BTreeMap<String, u16>,
     env: Environment<'static>,
 }
 
@@ -232,6 +239,14 @@ impl Profile {
             env.add_template_owned(subject_name(kind), s.clone())
                 .map_err(|e| err("profile.toml", format!("subject {}: {e}", kind.as_str())))?;
         }
+        let mut tld_grace = BTreeMap::new();
+        for (tld, t) in &pf.tld {
+            if let Some(days) = t.grace_days {
+                let ascii = idna::domain_to_ascii(tld)
+                    .map_err(|_| err("profile.toml", format!("[tld.{tld}] is not a valid TLD")))?;
+                tld_grace.insert(ascii, days);
+            }
+        }
         let tld_rules = pf
             .tld
             .into_iter()
@@ -247,6 +262,7 @@ impl Profile {
             source,
             env,
             tld_rules,
+            tld_grace,
         })
     }
 

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use jiff::Timestamp;
 use tokio::sync::{Notify, watch};
 
 use super::profile::Profile;
@@ -148,7 +147,7 @@ impl OutboxWorker {
         let res = tokio::task::spawn_blocking(move || {
             let mut ids = UuidIds;
             let mut ctx = Ctx {
-                now: Timestamp::now(),
+                now: crate::clock::now(),
                 ids: &mut ids,
                 policy: &policy,
             };
@@ -256,7 +255,8 @@ impl OutboxWorker {
         let delay = self.backoff.delay(failures, jitter);
         self.deferred
             .insert(id, (failures, std::time::Instant::now() + delay));
-        let retry_at = Timestamp::now() + jiff::SignedDuration::try_from(delay).unwrap_or_default();
+        let retry_at =
+            crate::clock::now() + jiff::SignedDuration::try_from(delay).unwrap_or_default();
         self.apply(Event::SendDeferred {
             request: id,
             reason,

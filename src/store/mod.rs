@@ -5,6 +5,7 @@
 mod codec;
 mod durable;
 pub mod inbox;
+pub mod lifecycle;
 pub mod notices;
 pub mod reports;
 
@@ -148,6 +149,8 @@ pub struct Store {
     notices: sled::Tree,
     /// The hosting company's operators, from `[notices] operators` (for the fan-out).
     operators: std::sync::RwLock<Vec<crate::notices::model::Operator>>,
+    /// The rules the due-date index follows (lifecycle.rs; the daemon sets its policy).
+    policy: std::sync::RwLock<crate::core::Policy>,
     writer: Mutex<()>,
     /// Group commit (durable.rs): writes committed so far, and how many of them are flushed.
     committed: AtomicU64,
@@ -261,6 +264,7 @@ impl Store {
             users: tree("users")?,
             notices: tree("notices")?,
             operators: std::sync::RwLock::new(Vec::new()),
+            policy: std::sync::RwLock::new(crate::core::Policy::default()),
             db,
             writer: Mutex::new(()),
             committed: AtomicU64::new(0),
@@ -416,6 +420,8 @@ impl Store {
             old_requests.push(self.request(r.id)?);
         }
         let counters = self.counter_updates(&t, &old_domains, &old_requests)?;
+        // Reminder records and the due-date index (lifecycle.rs), in the same transaction.
+        let (lx_del, lx_put) = self.lifecycle_writes(&t)?;
         let first_seq = self.log_seq()? + 1;
         let log_seqs: Vec<u64> = (first_seq..first_seq + all_log.len() as u64).collect();
         let now_ms = now.as_millisecond().to_be_bytes();
@@ -532,8 +538,9 @@ impl Store {
                         Effect::DisarmDeadline(id) => {
                             deadlines.remove(&id.as_bytes()[..])?;
                         }
-                        // Written below from the fan-out plan (`extra.notices`).
-                        Effect::Notify(_) => {}
+                        // Written below from the fan-out plan (`extra.notices`), and with the
+                        // due-date index (`lx_put`).
+                        Effect::Notify(_) | Effect::Reminder(_) => {}
                     }
                 }
                 for (k, v) in &extra.idempotency {
@@ -544,6 +551,12 @@ impl Store {
                 }
                 for k in &extra.index_del {
                     index.remove(k.as_slice())?;
+                }
+                for k in &lx_del {
+                    index.remove(k.as_slice())?;
+                }
+                for (k, v) in &lx_put {
+                    index.insert(k.as_slice(), v.as_slice())?;
                 }
                 for (k, v) in &index_put {
                     index.insert(k.as_slice(), v.as_slice())?;
@@ -820,6 +833,17 @@ impl StateView for Store {
     fn domains_of_client(&self, id: &ClientId) -> Result<Vec<Domain>, ViewError> {
         self.list_domains(None, Some(id), usize::MAX)
             .map_err(|e| ViewError(e.to_string()))
+    }
+    fn reminder_marks(
+        &self,
+        domain: &DomainName,
+        expires: jiff::civil::Date,
+    ) -> Result<Vec<(u16, crate::core::lifecycle::ReminderOutcome)>, ViewError> {
+        Ok(Store::reminder_marks(self, domain, expires)
+            .map_err(|e| ViewError(e.to_string()))?
+            .into_iter()
+            .map(|m| (m.offset, m.outcome))
+            .collect())
     }
     fn handle_counter(&self) -> Result<u64, ViewError> {
         self.meta
