@@ -13,65 +13,19 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::seed;
+use common::seed::{self, days, portfolio};
 use jiff::Timestamp;
 use jiff::civil::{Date, date};
 use mail_parser::MimeHeaders;
-use regmail::core::DomainStatus::{self, *};
+use regmail::core::DomainStatus::*;
 use regmail::outbound::Transport;
 use regmail::reports::mail::{MailState, ReportMail, ReportMailer, Tick};
 use regmail::reports::{self, Cell, Kind};
 use regmail::store::Store;
 use serde_json::{Value, json};
 
-fn days(d: Date, n: i64) -> Date {
-    d.checked_add(jiff::Span::new().days(n)).expect("date")
-}
-
 fn open(dir: &Path) -> Store {
     Store::open(&dir.join("store"), 16 << 20).expect("open store")
-}
-
-/// The portfolio of the tests, around `today`.
-fn portfolio(store: &Store, today: Date) {
-    let d = |name: &str, st: DomainStatus, exp: Option<i64>| {
-        seed::domain(name, "one", st, exp.map(|n| days(today, n)), None, None)
-    };
-    seed::write(
-        store,
-        vec![seed::client(
-            "one",
-            "Customer One",
-            "one@customer.test",
-            Some("8 900 0000001"),
-        )],
-        vec![
-            d("d30.ru", Registered, Some(30)),
-            d("d31.ru", Registered, Some(31)),
-            d("d15.ru", Registered, Some(15)),
-            d("d1.ru", Registered, Some(1)),
-            d("d0.ru", Renewing, Some(0)),
-            d("err.ru", Error, Some(5)),
-            d("past.ru", Registered, Some(-1)),
-            d("cxl.ru", Cancelled, None),
-            seed::domain(
-                "gone.ru",
-                "one",
-                Expired,
-                Some(days(today, -3)),
-                Some(days(today, 7)),
-                None,
-            ),
-            seed::domain(
-                "old.ru",
-                "one",
-                Deleted,
-                Some(days(today, -20)),
-                None,
-                Some(days(today, -10)),
-            ),
-        ],
-    );
 }
 
 fn domains_of(r: &reports::Report) -> Vec<String> {
@@ -570,6 +524,11 @@ fn daemon_with_portfolio() -> common::Daemon {
 fn the_routes_answer_json_or_csv_and_refuse_bad_input_naming_the_field() {
     let d = daemon_with_portfolio();
     let today = utc_today();
+    // The daemon's lifecycle pass expires past.ru (its expiry was yesterday): a real
+    // transition the expired report then shows.
+    d.wait_for("past.ru to expire", |d| {
+        d.get("/v1/domains/past.ru").1["status"] == "Expired"
+    });
 
     let v = d.get_ok("/v1/reports/expiring?within=30");
     assert_eq!(v["report"], "expiring");
@@ -588,8 +547,12 @@ fn the_routes_answer_json_or_csv_and_refuse_bad_input_naming_the_field() {
     let v = d.get_ok("/v1/reports/expiring?within=1");
     assert_eq!(v["count"], 2);
     let v = d.get_ok("/v1/reports/expired");
+    assert_eq!(v["count"], 2, "{v}");
     assert_eq!(v["rows"][0]["domain"], "gone.ru");
     assert_eq!(v["rows"][0]["grace_ends"], days(today, 7).to_string());
+    assert_eq!(v["rows"][1]["domain"], "past.ru");
+    assert_eq!(v["rows"][1]["expiry_date"], days(today, -1).to_string());
+    assert!(v["rows"][1]["grace_ends"].is_string(), "{v}");
     let v = d.get_ok("/v1/reports/deleted");
     assert_eq!(v["rows"][0]["deletion_date"], days(today, -10).to_string());
 
@@ -615,7 +578,7 @@ fn the_routes_answer_json_or_csv_and_refuse_bad_input_naming_the_field() {
     );
     assert_eq!(r.text.matches("\r\n").count(), 5, "{}", r.text);
     let csv_15 = r.text.clone();
-    for path in ["/v1/reports/expired", "/v1/reports/deleted"] {
+    for (path, records) in [("/v1/reports/expired", 2), ("/v1/reports/deleted", 1)] {
         let r = d.call(
             "GET",
             path,
@@ -624,7 +587,12 @@ fn the_routes_answer_json_or_csv_and_refuse_bad_input_naming_the_field() {
             true,
         );
         assert_eq!(r.header("content-type"), Some("text/csv; charset=utf-8"));
-        assert_eq!(r.text.matches("\r\n").count(), 2, "{path}: {}", r.text);
+        assert_eq!(
+            r.text.matches("\r\n").count(),
+            1 + records,
+            "{path}: {}",
+            r.text
+        );
     }
     let r = d.call(
         "GET",

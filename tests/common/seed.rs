@@ -6,6 +6,7 @@
 
 use jiff::Timestamp;
 use jiff::civil::Date;
+use regmail::core::DomainStatus::{Cancelled, Deleted, Error, Expired, Registered, Renewing};
 use regmail::core::{
     Client, ClientId, ClientStatus, Contact, Domain, DomainName, DomainStatus, Handle, Person,
     Phase, Registrant, Transition,
@@ -99,4 +100,54 @@ pub fn write(store: &Store, clients: Vec<Client>, domains: Vec<Domain>) {
         )
         .expect("store write")
         .expect("built");
+}
+
+/// `d` plus `n` days.
+pub fn days(d: Date, n: i64) -> Date {
+    d.checked_add(jiff::Span::new().days(n)).expect("date")
+}
+
+/// The reports' test portfolio around `today`: client `one` ("Customer One") with live
+/// domains expiring in 30, 31, 15, 1 and 0 (Renewing) days, one in Error expiring in 5, one
+/// Registered whose expiry passed yesterday, a Cancelled one, `gone.ru` Expired 3 days ago
+/// (grace until today+7) and `old.ru` Deleted 10 days ago (expired 20 days ago).
+pub fn portfolio(store: &Store, today: Date) {
+    let d = |name: &str, st: DomainStatus, exp: Option<i64>| {
+        domain(name, "one", st, exp.map(|n| days(today, n)), None, None)
+    };
+    write(
+        store,
+        vec![client(
+            "one",
+            "Customer One",
+            "one@customer.test",
+            Some("8 900 0000001"),
+        )],
+        vec![
+            d("d30.ru", Registered, Some(30)),
+            d("d31.ru", Registered, Some(31)),
+            d("d15.ru", Registered, Some(15)),
+            d("d1.ru", Registered, Some(1)),
+            d("d0.ru", Renewing, Some(0)),
+            d("err.ru", Error, Some(5)),
+            d("past.ru", Registered, Some(-1)),
+            d("cxl.ru", Cancelled, None),
+            domain(
+                "gone.ru",
+                "one",
+                Expired,
+                Some(days(today, -3)),
+                Some(days(today, 7)),
+                None,
+            ),
+            domain(
+                "old.ru",
+                "one",
+                Deleted,
+                Some(days(today, -20)),
+                None,
+                Some(days(today, -10)),
+            ),
+        ],
+    );
 }
