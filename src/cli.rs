@@ -18,6 +18,7 @@ mod lifecycle;
 mod log;
 mod notices;
 mod ops;
+mod report;
 mod rules;
 pub mod table;
 
@@ -255,6 +256,12 @@ pub enum Command {
         #[command(subcommand)]
         action: ops::ClientAction,
     },
+    /// Reseller reports: expiring, expired, deleted (src/cli/report.rs).
+    Report {
+        /// Which report.
+        #[command(subcommand)]
+        kind: report::ReportKind,
+    },
     /// Create the secret files the systemd unit loads as credentials (API token, registrar
     /// password; passwords are read from standard input), mode 0600.
     Init(init::InitArgs),
@@ -386,6 +393,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Notice(cmd) => notices::run(cmd, &client, cli.json, out)?,
         Command::Lifecycle { action } => lifecycle::run(action, &client, cli.json, out)?,
+        Command::Report { kind } => report::run(kind, &client, cli.json, out)?,
         Command::Status { domain } => {
             let v = client.get(&format!("/v1/domains/{}", enc(&domain)))?;
             if cli.json {

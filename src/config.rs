@@ -13,8 +13,10 @@ use crate::core::{Policy, ReplyDeadlines};
 
 pub mod lifecycle;
 pub mod notices;
+pub mod reports;
 pub use lifecycle::LifecycleConfig;
 pub use notices::NoticesConfig;
+pub use reports::ReportsConfig;
 
 /// The environment variable that carries the API token (wins over `[api] token_file`).
 pub const TOKEN_ENV: &str = "REGMAIL_API_TOKEN";
@@ -245,6 +247,8 @@ pub struct Config {
     pub log_filter: String,
     /// `[notices]`: users' and operators' notices, e-mail and webhooks.
     pub notices: NoticesConfig,
+    /// `[reports]`: the daily reseller report e-mail (src/config/reports.rs).
+    pub reports: ReportsConfig,
     /// `[lifecycle]`: reminders, grace, the pass interval, the test clock (issue 11).
     pub lifecycle: LifecycleConfig,
     /// Where the file was read from (None: embedded defaults).
@@ -299,6 +303,8 @@ impl Config {
             "renewal",
             "log",
             "notices",
+            "reports",
+            "lifecycle",
         ];
         for key in root.keys() {
             if !known.contains(&key.as_str()) {
@@ -849,6 +855,7 @@ impl Config {
 
         let trust = read_trust(&mut r, &reg, &ib, &ob, &registrar.callback, &smtp);
         let notices = notices::read(&mut r, &root, &base, api.listen, &registrar.message_id_host);
+        let reports = reports::read(&mut r, &root, &notices);
         let lifecycle = lifecycle::read(&mut r, &root);
 
         if !r.problems.is_empty() {
@@ -857,6 +864,7 @@ impl Config {
         Ok(Config {
             trust,
             notices,
+            reports,
             lifecycle,
             store,
             api,

@@ -7,6 +7,7 @@ mod durable;
 pub mod inbox;
 pub mod lifecycle;
 pub mod notices;
+pub mod reports;
 
 use std::path::Path;
 use std::sync::Mutex;
