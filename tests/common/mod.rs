@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 /// The in-process intake for mail corpora and DKIM test keys (issue 9).
 pub mod intake;
+pub mod ui;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_regmail");
