@@ -640,3 +640,103 @@ async fn the_rules_tester_and_reload_keep_the_old_rules_on_a_broken_file() {
     assert!(p.body.contains("id=\"rule-snippet\""), "{}", p.body);
     assert!(p.body.contains("Our office moves"));
 }
+
+/// One raw HTTP/1.1 exchange with the real daemon: status line and headers, and the body.
+fn http(d: &common::Daemon, request: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(d.addr()).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok();
+    s.write_all(request.as_bytes()).expect("write");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_owned(), body.to_owned())
+}
+
+#[test]
+fn the_daemon_serves_the_page_and_check_config_refuses_a_bad_token_file() {
+    let tokens = tempfile::tempdir().expect("tempdir");
+    let anna = tokens.path().join("anna-token");
+    common::write_secret(&anna, &format!("{ANNA}\n"));
+    let ui = format!(
+        "\n[ui]\nlogin_per_ip_per_minute = 100\n\n[[ui.operators]]\nname = \"anna\"\nrole = \"operator\"\ntoken_file = \"{}\"\n",
+        anna.display()
+    );
+    let d = common::Daemon::start_with(common::Options {
+        extra_config: ui.clone(),
+        ..common::Options::default()
+    });
+    let host = format!("127.0.0.1:{}", d.addr().port());
+    let form = format!("token={ANNA}");
+    let (head, _) = http(
+        &d,
+        &format!(
+            "POST /ui/login HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nSec-Fetch-Site: same-origin\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        ),
+    );
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie in {head}"))
+        .to_owned();
+    let (head, body) = http(
+        &d,
+        &format!(
+            "GET /ui HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-security-policy: {CSP}").to_ascii_lowercase())
+    );
+    assert!(body.contains("id=\"count-domains-Error\""), "{body}");
+    let (head, _) = http(
+        &d,
+        &format!(
+            "GET /v1/stats HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(
+        head.starts_with("HTTP/1.1 401"),
+        "the cookie is no API credential: {head}"
+    );
+    // The API's own 404 still answers for other paths.
+    let (head, _) = http(
+        &d,
+        &format!(
+            "GET /nowhere HTTP/1.1\r\nHost: {host}\r\n{}Connection: close\r\n\r\n",
+            d.auth_line()
+        ),
+    );
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    // check-config: a token file others can read is refused, naming the key; so is a short one.
+    let cfg = tokens.path().join("bad.toml");
+    let loose = tokens.path().join("loose-token");
+    std::fs::write(&loose, format!("{VIC}\n")).expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let short = tokens.path().join("short-token");
+    common::write_secret(&short, "short\n");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[ui.operators]]\nname = \"vic\"\nrole = \"viewer\"\ntoken_file = \"{}\"\n\n[[ui.operators]]\nname = \"sam\"\nrole = \"viewer\"\ntoken_file = \"{}\"\n",
+            loose.display(),
+            short.display()
+        ),
+    )
+    .expect("write config");
+    let out = common::run_cli(&cfg, &["check-config"]);
+    assert_ne!(out.code, 0, "check-config accepted a readable token file");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("ui.operators[0].token_file"), "{all}");
+    assert!(all.contains("ui.operators[1].token_file"), "{all}");
+    assert!(!all.contains(VIC), "the token itself is never shown");
+}
