@@ -17,6 +17,7 @@ pub mod reports;
 pub use lifecycle::LifecycleConfig;
 pub use notices::NoticesConfig;
 pub use reports::ReportsConfig;
+pub mod ui;
 
 /// The environment variable that carries the API token (wins over `[api] token_file`).
 pub const TOKEN_ENV: &str = "REGMAIL_API_TOKEN";
@@ -251,6 +252,8 @@ pub struct Config {
     pub reports: ReportsConfig,
     /// `[lifecycle]`: reminders, grace, the pass interval, the test clock (issue 11).
     pub lifecycle: LifecycleConfig,
+    /// `[ui]`: the operator web page (src/config/ui.rs).
+    pub ui: ui::UiConfig,
     /// Where the file was read from (None: embedded defaults).
     pub source: Option<PathBuf>,
     /// What a reply or bounce must prove (`[registrar] authentication`, `[inbound]
@@ -305,6 +308,7 @@ impl Config {
             "notices",
             "reports",
             "lifecycle",
+            "ui",
         ];
         for key in root.keys() {
             if !known.contains(&key.as_str()) {
@@ -857,6 +861,7 @@ impl Config {
         let notices = notices::read(&mut r, &root, &base, api.listen, &registrar.message_id_host);
         let reports = reports::read(&mut r, &root, &notices);
         let lifecycle = lifecycle::read(&mut r, &root);
+        let ui = ui::read(&mut r, &root, &base);
 
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
@@ -866,6 +871,7 @@ impl Config {
             notices,
             reports,
             lifecycle,
+            ui,
             store,
             api,
             registrar,

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 pub mod intake;
 /// Seeds a store directly with clients and domains in any status (the reports' tests).
 pub mod seed;
+pub mod ui;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_regmail");
