@@ -299,6 +299,7 @@ impl Config {
             "renewal",
             "log",
             "notices",
+            "lifecycle",
         ];
         for key in root.keys() {
             if !known.contains(&key.as_str()) {

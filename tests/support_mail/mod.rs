@@ -648,6 +648,9 @@ pub struct MailConfig {
     pub retry: (String, String),
     /// More configuration text appended as is (e.g. a `[notices]` section).
     pub extra: String,
+    /// Environment variables for the daemon process (e.g. `REGMAIL_TEST_CLOCK`); read at every
+    /// (re)start, so a test may change them between restarts.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for MailConfig {
@@ -661,6 +664,7 @@ impl Default for MailConfig {
             log_filter: "info".into(),
             retry: ("500ms".into(), "2s".into()),
             extra: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -805,7 +809,8 @@ impl MailDaemon {
                 )
                 .expect("write config");
             }
-            let mut child = common::spawn_serve(&self.config_path, &self.log_path());
+            let mut child =
+                common::spawn_serve_env(&self.config_path, &self.log_path(), &self.config.env);
             match self.wait_ready(&mut child) {
                 Ok(()) => {
                     self.child = Some(child);
