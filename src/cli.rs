@@ -14,6 +14,7 @@ use crate::config::{Config, TOKEN_ENV};
 
 mod import;
 mod init;
+mod lifecycle;
 mod log;
 mod notices;
 mod ops;
@@ -79,7 +80,8 @@ pub enum Command {
     },
     /// List domains.
     List {
-        /// Only this status (AwaitingPayment, Registering, Registered, Renewing, Error, Cancelled).
+        /// Only this status (AwaitingPayment, Registering, Registered, Renewing, Error, Cancelled,
+        /// Expired, Deleted).
         #[arg(long)]
         status: Option<String>,
         /// Only this client's.
@@ -175,6 +177,12 @@ pub enum Command {
     },
     /// Reload templates and reply rules in the running daemon (as SIGHUP does).
     Reload,
+    /// The domain lifecycle: `preview --days N` shows what the scheduler will do and send.
+    Lifecycle {
+        /// What to do.
+        #[command(subcommand)]
+        action: lifecycle::LifecycleAction,
+    },
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions {
         /// The shell.
@@ -385,6 +393,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Notice(cmd) => notices::run(cmd, &client, cli.json, out)?,
         Command::Report { kind } => report::run(kind, &client, cli.json, out)?,
+        Command::Lifecycle { action } => lifecycle::run(action, &client, cli.json, out)?,
         Command::Status { domain } => {
             let v = client.get(&format!("/v1/domains/{}", enc(&domain)))?;
             if cli.json {
@@ -898,6 +907,12 @@ fn print_domain(out: &mut impl Write, d: &Value) -> anyhow::Result<()> {
         s(d, "auto_renew")
     )?;
     writeln!(out, "expires:  {}", s(d, "expires"))?;
+    if !s(d, "grace_ends").is_empty() {
+        writeln!(out, "grace:    renewable until {}", s(d, "grace_ends"))?;
+    }
+    if !s(d, "deleted_on").is_empty() {
+        writeln!(out, "deleted:  {}", s(d, "deleted_on"))?;
+    }
     if let Some(r) = d.get("open_request").filter(|r| !r.is_null()) {
         writeln!(
             out,

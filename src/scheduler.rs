@@ -56,18 +56,26 @@ pub async fn run(
 ) {
     let tick = tick.min(lifecycle_every);
     let mut last_pass: Option<std::time::Instant> = None;
+    let mut last_shout: Option<std::time::Instant> = None;
     loop {
         heartbeat.beat();
         let pass_now = last_pass.is_none_or(|t| t.elapsed() >= lifecycle_every);
         if pass_now {
             last_pass = Some(std::time::Instant::now());
         }
+        // A test clock is announced on the first pass and then once a minute.
+        let shout = pass_now && last_shout.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+        if shout {
+            last_shout = Some(std::time::Instant::now());
+        }
         let (store2, policy2) = (store.clone(), policy.clone());
         let joined = tokio::task::spawn_blocking(move || {
             let now = crate::clock::now();
             fire_due_deadlines(&store2, &policy2, now);
             if pass_now {
-                if let Some(c) = crate::clock::test_clock() {
+                if let Some(c) = crate::clock::test_clock()
+                    && shout
+                {
                     tracing::warn!(now = %now, start = %c.start, speed = c.speed, "TEST CLOCK in use: the lifecycle pass runs on a rehearsal clock");
                 }
                 if let Err(e) = crate::lifecycle::run_pass(&store2, &policy2, now) {

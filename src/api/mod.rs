@@ -5,6 +5,7 @@ pub mod error;
 pub mod import;
 pub mod inbound;
 pub mod input;
+pub mod lifecycle;
 pub mod notices;
 pub mod ops;
 pub mod reports;
@@ -132,6 +133,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/import", post(import::import))
         .merge(notices::routes())
         .merge(reports::routes())
+        .merge(lifecycle::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(ops::healthz))

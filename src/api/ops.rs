@@ -15,9 +15,21 @@ use super::{Shared, blocking};
 use crate::core::RequestState;
 use crate::health::LATENCY_BUCKETS;
 
-/// `GET /healthz`: the process answers.
+/// `GET /healthz`: the process answers. With a test clock running (`crate::clock`) it says so,
+/// loudly, with the clock's time.
 pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+    match crate::clock::test_clock() {
+        None => Json(json!({"status": "ok"})),
+        Some(c) => Json(json!({
+            "status": "ok",
+            "test_clock": {
+                "warning": "TEST CLOCK: this daemon runs on a rehearsal clock, never use it in production",
+                "now": crate::clock::now(),
+                "start": c.start,
+                "speed": c.speed,
+            }
+        })),
+    }
 }
 
 /// `GET /readyz`: 200 when the store reads, no worker is stuck, the transport's last attempt
@@ -32,7 +44,9 @@ pub async fn readyz(State(state): Shared) -> Response {
     })
     .await
     .is_ok();
-    let now = crate::clock::now();
+    // Heartbeats and the reply source are timed on the real clock; the notice queue on the
+    // daemon's clock (the test clock, when one runs).
+    let now = Timestamp::now();
     let mut problems = Vec::new();
     if !store_ok {
         problems.push("the store cannot be read".to_owned());
@@ -40,7 +54,7 @@ pub async fn readyz(State(state): Shared) -> Response {
     for w in state.health.stuck(now) {
         problems.push(format!("worker stuck: {w}"));
     }
-    problems.extend(super::notices::readiness(&state.store, now));
+    problems.extend(super::notices::readiness(&state.store, crate::clock::now()));
     let h = &state.health;
     let last_ok = h.transport_last_ok_ms.load(Ordering::Relaxed);
     let last_err = h.transport_last_error_ms.load(Ordering::Relaxed);
@@ -165,7 +179,7 @@ pub async fn metrics(State(state): Shared) -> Response {
         .map(|w| {
             (
                 format!("{{worker=\"{w}\"}}"),
-                if h.stuck(now).iter().any(|s| s.starts_with(w)) {
+                if h.stuck(Timestamp::now()).iter().any(|s| s.starts_with(w)) {
                     0.0
                 } else {
                     1.0
@@ -177,6 +191,18 @@ pub async fn metrics(State(state): Shared) -> Response {
         "regmail_worker_up",
         "1 while the worker makes progress.",
         &workers,
+    );
+    gauge(
+        "regmail_test_clock",
+        "1 when the daemon runs on a TEST CLOCK (REGMAIL_TEST_CLOCK; rehearsals only), else 0.",
+        &[(
+            String::new(),
+            if crate::clock::test_clock().is_some() {
+                1.0
+            } else {
+                0.0
+            },
+        )],
     );
     for (name, help, v) in [
         (

@@ -19,6 +19,8 @@ pub fn domain(d: &Domain, open: Option<&Request>) -> Value {
         "paid": d.paid,
         "auto_renew": d.auto_renew,
         "expires": d.expires,
+        "grace_ends": d.grace_ends,
+        "deleted_on": d.deleted_on,
         "last_error": d.last_error,
         "open_request": open.map(request),
         "created": d.created,
