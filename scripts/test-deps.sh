@@ -3,6 +3,12 @@
 # the `standardwebhooks` package from PyPI, the independent verifier tests/notices.rs and
 # benches/notices.rs use on the webhook receiver (tests/support_webhooks/receiver.py).
 set -euo pipefail
+# The reports' tests use an IANA time zone (`[reports] timezone = "Europe/Moscow"`), which
+# jiff reads from the system's tz database.
+if [ ! -e /usr/share/zoneinfo/Europe/Moscow ]; then
+    apt-get update -q || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends tzdata
+fi
 if python3 -c 'import standardwebhooks' 2>/dev/null; then
     exit 0
 fi

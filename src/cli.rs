@@ -392,8 +392,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let out = &mut std::io::stdout();
     match cli.command {
         Command::Notice(cmd) => notices::run(cmd, &client, cli.json, out)?,
-        Command::Lifecycle { action } => lifecycle::run(action, &client, cli.json, out)?,
         Command::Report { kind } => report::run(kind, &client, cli.json, out)?,
+        Command::Lifecycle { action } => lifecycle::run(action, &client, cli.json, out)?,
         Command::Status { domain } => {
             let v = client.get(&format!("/v1/domains/{}", enc(&domain)))?;
             if cli.json {

@@ -163,8 +163,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/reload", post(inbound::reload))
         .route("/import", post(import::import))
         .merge(notices::routes())
-        .merge(lifecycle::routes())
         .merge(reports::routes())
+        .merge(lifecycle::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(ops::healthz))

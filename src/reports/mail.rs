@@ -364,33 +364,32 @@ impl ReportMailer {
     }
 }
 
-/// Under the writer lock: today's record if it is to be sent now (made and stored first when
-/// there is none); older Pending records are marked Superseded in the same write.
+/// Today's record if it is to be sent now. When there is none, the reports are made and the
+/// message rendered first (outside the writer lock: a big portfolio must not hold up other
+/// writes), then written under the lock unless a record appeared meanwhile; older Pending
+/// records are marked Superseded in the same write.
 fn prepare(store: &Store, config: &ReportsConfig, day: Date, now: Timestamp) -> Decided {
     let day_s = day.to_string();
-    // Cheap look first: most ticks find today's record settled.
+    let due = |r: &ReportMail| r.state == MailState::Pending && r.next_at.is_none_or(|t| t <= now);
     if let Some(r) = store
         .report_mail::<ReportMail>(&day_s)
         .map_err(|e| e.to_string())?
-        && (r.state != MailState::Pending || r.next_at.is_some_and(|t| t > now))
     {
-        return Ok(None);
+        return Ok(due(&r).then_some(r));
     }
+    let reports = reports_for(store, config, day).map_err(|e| e.to_string())?;
+    let fresh = render(config, day, &reports, now);
     store
         .commit_extra(now, |s| {
             let mut extra = Extra::default();
-            let existing = s.report_mail::<ReportMail>(&day_s)?;
-            let rec = match existing {
-                Some(r) if r.state != MailState::Pending => return Ok((extra, None)),
-                Some(r) if r.next_at.is_some_and(|t| t > now) => return Ok((extra, None)),
-                Some(r) => r,
+            let rec = match s.report_mail::<ReportMail>(&day_s)? {
+                Some(r) if due(&r) => r,
+                Some(_) => return Ok((extra, None)),
                 None => {
-                    let reports = reports_for(s, config, day).map_err(|e| match e {
-                        ReportError::Store(e) => Fail::Store(e),
-                    })?;
-                    let r = render(config, day, &reports, now);
-                    extra.notices.push((report_mail_key(&r.day), Some(encode_value(&r))));
-                    r
+                    extra
+                        .notices
+                        .push((report_mail_key(&fresh.day), Some(encode_value(&fresh))));
+                    fresh
                 }
             };
             for mut old in s.report_mails::<ReportMail>()? {
@@ -407,7 +406,9 @@ fn prepare(store: &Store, config: &ReportsConfig, day: Date, now: Timestamp) -> 
                             old.last_answer.as_deref().unwrap_or("none")
                         ),
                     ));
-                    extra.notices.push((report_mail_key(&old.day), Some(encode_value(&old))));
+                    extra
+                        .notices
+                        .push((report_mail_key(&old.day), Some(encode_value(&old))));
                 }
             }
             Ok((extra, Some(rec)))
