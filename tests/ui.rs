@@ -101,6 +101,10 @@ async fn every_page_renders_escaped_with_the_headers_and_no_get_changes_the_stor
         "/ui/webhooks".to_owned(),
         "/ui/about".to_owned(),
         "/ui/login".to_owned(),
+        "/ui/reports".to_owned(),
+        "/ui/reports?report=expiring&within=400".replace("400", "366"),
+        "/ui/reports?report=expired".to_owned(),
+        "/ui/reports?report=deleted".to_owned(),
     ];
     let before = u.digest();
     for p in &pages {
@@ -153,6 +157,8 @@ async fn every_page_renders_escaped_with_the_headers_and_no_get_changes_the_stor
     assert_eq!(text_of(&dash.body, "count-domains-Registering"), "1");
     assert_eq!(text_of(&dash.body, "count-unmatched"), "2");
     assert_eq!(text_of(&dash.body, "count-requests-Sent"), "1");
+    assert_eq!(text_of(&dash.body, "expiring-30"), "1");
+    assert_eq!(text_of(&dash.body, "expiring-15"), "0");
     // Assets.
     for (p, ty) in [
         ("/ui/assets/app.css", "text/css"),
@@ -169,6 +175,25 @@ async fn every_page_renders_escaped_with_the_headers_and_no_get_changes_the_stor
             .body
             .contains("prefers-color-scheme: dark")
     );
+    // The reports: the same rows as the report functions, and a CSV download.
+    let r = u.get(&anna, "/ui/reports?report=expiring&within=366").await;
+    assert_eq!(
+        text_of(&r.body, "report-count"),
+        "1",
+        "noted.ru expires within a year"
+    );
+    assert!(r.body.contains("noted.ru"));
+    let csv = u
+        .get(&anna, "/ui/reports/download?report=expiring&within=366")
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert_eq!(csv.header("content-type"), "text/csv; charset=utf-8");
+    assert!(
+        csv.header("content-disposition")
+            .starts_with("attachment; filename=\"expiring-366-")
+    );
+    assert!(csv.body.starts_with("Order ID,"), "{}", csv.body);
+    assert_headers("csv", &csv);
     // Unknown pages and bad parameters answer with a page, not a crash.
     for (p, status) in [
         ("/ui/nowhere", StatusCode::NOT_FOUND),
@@ -177,6 +202,11 @@ async fn every_page_renders_escaped_with_the_headers_and_no_get_changes_the_stor
         ("/ui/domains?colour=red", StatusCode::UNPROCESSABLE_ENTITY),
         ("/ui/requests/not-an-id", StatusCode::UNPROCESSABLE_ENTITY),
         ("/ui/unmatched/message?key=nope", StatusCode::NOT_FOUND),
+        (
+            "/ui/reports?report=someday",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        ("/ui/reports?within=0", StatusCode::UNPROCESSABLE_ENTITY),
     ] {
         let a = u.get(&anna, p).await;
         assert_eq!(a.status, status, "{p}: {}", a.body);
