@@ -179,6 +179,7 @@ pub fn router(state: Arc<UiState>) -> Router {
         .route("/ui/rules/reload", post(actions::reload))
         .route("/ui/notices", get(pages::notices))
         .route("/ui/webhooks", get(pages::webhooks))
+        .route("/ui/webhooks/{id}/replay", post(actions::replay))
         .route("/ui/about", get(pages::about))
         .route("/ui/reports", get(pages::reports))
         .route("/ui/reports/download", get(pages::report_csv))
