@@ -101,6 +101,10 @@ async fn every_page_renders_escaped_with_the_headers_and_no_get_changes_the_stor
         "/ui/webhooks".to_owned(),
         "/ui/about".to_owned(),
         "/ui/login".to_owned(),
+        "/ui/reports".to_owned(),
+        "/ui/reports?report=expiring&within=400".replace("400", "366"),
+        "/ui/reports?report=expired".to_owned(),
+        "/ui/reports?report=deleted".to_owned(),
     ];
     let before = u.digest();
     for p in &pages {
@@ -153,6 +157,8 @@ async fn every_page_renders_escaped_with_the_headers_and_no_get_changes_the_stor
     assert_eq!(text_of(&dash.body, "count-domains-Registering"), "1");
     assert_eq!(text_of(&dash.body, "count-unmatched"), "2");
     assert_eq!(text_of(&dash.body, "count-requests-Sent"), "1");
+    assert_eq!(text_of(&dash.body, "expiring-30"), "1");
+    assert_eq!(text_of(&dash.body, "expiring-15"), "0");
     // Assets.
     for (p, ty) in [
         ("/ui/assets/app.css", "text/css"),
@@ -169,6 +175,25 @@ async fn every_page_renders_escaped_with_the_headers_and_no_get_changes_the_stor
             .body
             .contains("prefers-color-scheme: dark")
     );
+    // The reports: the same rows as the report functions, and a CSV download.
+    let r = u.get(&anna, "/ui/reports?report=expiring&within=366").await;
+    assert_eq!(
+        text_of(&r.body, "report-count"),
+        "1",
+        "noted.ru expires within a year"
+    );
+    assert!(r.body.contains("noted.ru"));
+    let csv = u
+        .get(&anna, "/ui/reports/download?report=expiring&within=366")
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert_eq!(csv.header("content-type"), "text/csv; charset=utf-8");
+    assert!(
+        csv.header("content-disposition")
+            .starts_with("attachment; filename=\"expiring-366-")
+    );
+    assert!(csv.body.starts_with("Order ID,"), "{}", csv.body);
+    assert_headers("csv", &csv);
     // Unknown pages and bad parameters answer with a page, not a crash.
     for (p, status) in [
         ("/ui/nowhere", StatusCode::NOT_FOUND),
@@ -177,6 +202,11 @@ async fn every_page_renders_escaped_with_the_headers_and_no_get_changes_the_stor
         ("/ui/domains?colour=red", StatusCode::UNPROCESSABLE_ENTITY),
         ("/ui/requests/not-an-id", StatusCode::UNPROCESSABLE_ENTITY),
         ("/ui/unmatched/message?key=nope", StatusCode::NOT_FOUND),
+        (
+            "/ui/reports?report=someday",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        ("/ui/reports?within=0", StatusCode::UNPROCESSABLE_ENTITY),
     ] {
         let a = u.get(&anna, p).await;
         assert_eq!(a.status, status, "{p}: {}", a.body);
@@ -739,4 +769,46 @@ fn the_daemon_serves_the_page_and_check_config_refuses_a_bad_token_file() {
     assert!(all.contains("ui.operators[0].token_file"), "{all}");
     assert!(all.contains("ui.operators[1].token_file"), "{all}");
     assert!(!all.contains(VIC), "the token itself is never shown");
+}
+
+#[tokio::test]
+async fn webhook_endpoints_are_listed_without_secrets_and_replayed() {
+    let u = UiWorld::new();
+    let anna = u.login(ANNA).await;
+    let bearer = format!("Bearer {API_TOKEN}");
+    let made = u
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            r#"{"url": "http://127.0.0.1:9/hook", "events": ["*"]}"#,
+        )
+        .await;
+    assert!(made.status.is_success(), "{}", made.body);
+    let v: serde_json::Value = serde_json::from_str(&made.body).expect("json");
+    let id = v["id"].as_str().expect("id").to_owned();
+    let page = u.get(&anna, "/ui/webhooks").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(&format!("data-endpoint=\"{id}\"")));
+    assert!(
+        !page.body.contains("whsec_"),
+        "a signing secret on the page"
+    );
+    let a = u
+        .post(&anna, &format!("/ui/webhooks/{id}/replay"), "hours=24")
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(a.header("location"), "/ui/webhooks?done=replayed-0");
+    let a = u
+        .post(&anna, "/ui/webhooks/ep_nope/replay", "hours=24")
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = u
+        .post(&anna, &format!("/ui/webhooks/{id}/replay"), "hours=9999")
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(a.body.contains("hours: "));
 }

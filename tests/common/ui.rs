@@ -118,7 +118,16 @@ impl UiWorld {
         }
         w.apply(Event::Resolve {
             domain: DomainName::parse("noted.ru").expect("name"),
-            outcome: Resolution::Registered { expires: None },
+            // Expires in 20 days of the real clock (the page's "today"): in the expiring reports.
+            outcome: Resolution::Registered {
+                expires: Some(
+                    Timestamp::now()
+                        .to_zoned(jiff::tz::TimeZone::UTC)
+                        .date()
+                        .checked_add(jiff::Span::new().days(20))
+                        .expect("date"),
+                ),
+            },
             note: "<script>alert('note')</script>".into(),
         });
         let hostile = w.feed("hostile", hostile_mail().as_bytes());
