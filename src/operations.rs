@@ -616,8 +616,8 @@ pub fn masked_raw(ops: Ops<'_>, raw: &[u8]) -> Vec<u8> {
 pub fn replay_endpoint(
     ops: Ops<'_>,
     id: &str,
-    since: Timestamp,
-    now: Timestamp,
+    since: jiff::Timestamp,
+    now: jiff::Timestamp,
 ) -> Result<(Vec<u64>, usize), OpError> {
     use crate::notices::model::DeliveryState;
     let e = ops
