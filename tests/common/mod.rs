@@ -19,6 +19,9 @@ use serde_json::{Value, json};
 /// The in-process intake for mail corpora and DKIM test keys (issue 9).
 pub mod intake;
 
+/// Headless Chromium over WebDriver for the operator web page's journeys (issue 14).
+pub mod browser;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_regmail");
 
