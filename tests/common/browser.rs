@@ -1039,3 +1039,163 @@ pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
     }
     Some(out)
 }
+
+// ---- a daemon with the operator web page ------------------------------------------------------
+
+/// The shipped R01 reply rules, copied into each [`UiSite`] so a test may add a rule and reload.
+pub const SHIPPED_RULES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/request-templates/r01/replies.toml"
+);
+
+/// The registrar's sender address of a harness daemon (the embedded default, no
+/// authentication): mail from it moves state when a rule or an operator says so.
+pub const REGISTRAR_SENDER: &str = "robot@sandbox.invalid";
+
+/// The right-hand side of the daemon's Message-IDs (the embedded default).
+pub const MESSAGE_ID_HOST: &str = "sandbox.invalid";
+
+/// A real `regmail serve` with the operator web page on: an operator `anna` and a viewer
+/// `victor` (token files 0600), its own copy of the reply rules, the `dir` outbound transport
+/// and the embedded maildir source (`var/inbox` beside the configuration).
+pub struct UiSite {
+    /// The daemon (the harness's [`super::Daemon`]).
+    pub daemon: super::Daemon,
+    /// anna's token (role operator).
+    pub operator_token: String,
+    /// victor's token (role viewer).
+    pub viewer_token: String,
+    /// The reply rules file the daemon reads (`[registrar] rules`).
+    pub rules_path: PathBuf,
+    files: tempfile::TempDir,
+}
+
+impl UiSite {
+    /// Starts the daemon.
+    pub fn start() -> UiSite {
+        let files = tempfile::Builder::new()
+            .prefix("regmail-ui-")
+            .tempdir()
+            .expect("tempdir");
+        let operator_token = super::random_token();
+        let viewer_token = super::random_token();
+        let anna = files.path().join("anna-token");
+        let victor = files.path().join("victor-token");
+        super::write_secret(&anna, &format!("{operator_token}\n"));
+        super::write_secret(&victor, &format!("{viewer_token}\n"));
+        let rules_path = files.path().join("replies.toml");
+        std::fs::copy(SHIPPED_RULES, &rules_path).expect("copy the shipped reply rules");
+        let extra_config = format!(
+            "\n[registrar]\nrules = \"{}\"\n\n[ui]\n\n[[ui.operators]]\nname = \"anna\"\nrole = \"operator\"\ntoken_file = \"{}\"\n\n[[ui.operators]]\nname = \"victor\"\nrole = \"viewer\"\ntoken_file = \"{}\"\n",
+            rules_path.display(),
+            anna.display(),
+            victor.display()
+        );
+        let daemon = super::Daemon::start_with(super::Options {
+            extra_config,
+            ..super::Options::default()
+        });
+        UiSite {
+            daemon,
+            operator_token,
+            viewer_token,
+            rules_path,
+            files,
+        }
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.daemon.base())
+    }
+
+    /// The directory of the token and rules files.
+    pub fn files(&self) -> &Path {
+        self.files.path()
+    }
+
+    /// Delivers a raw message into the daemon's maildir (`var/inbox/new`, written to `tmp`
+    /// first as a delivery agent does).
+    pub fn drop_mail(&self, name: &str, raw: &[u8]) {
+        let base = self.daemon.dir().join("var/inbox");
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(base.join(sub)).expect("maildir");
+        }
+        let tmp = base.join("tmp").join(name);
+        std::fs::write(&tmp, raw).expect("write the message");
+        std::fs::rename(&tmp, base.join("new").join(name)).expect("deliver the message");
+    }
+
+    /// A reply from the registrar to request `req` (its JSON): threaded by In-Reply-To on the
+    /// request's Message-ID, UTF-8 text, CRLF line ends.
+    pub fn reply_to(&self, req: &Value, id: &str, subject: &str, body: &str) -> Vec<u8> {
+        let mid = req["message_id"].as_str().unwrap_or_default();
+        let mid = mid.trim_start_matches('<').trim_end_matches('>');
+        let subject = encode_word(subject);
+        format!(
+            "From: {REGISTRAR_SENDER}\r\nTo: regmail@{MESSAGE_ID_HOST}\r\nSubject: {subject}\r\nMessage-ID: <{id}@registrar.test>\r\nIn-Reply-To: <{mid}>\r\nDate: Tue, 1 Dec 2026 10:00:00 +0300\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}\r\n",
+            body.replace('\n', "\r\n")
+        )
+        .into_bytes()
+    }
+
+    /// The inbox record with Message-ID `<id@registrar.test>` once the intake settled it.
+    pub fn settled_message(&self, id: &str) -> Value {
+        let mid = format!("{id}@registrar.test");
+        let mut found = Value::Null;
+        self.daemon
+            .wait_for(&format!("message {mid} to be settled"), |d| {
+                let all = d.get_ok("/v1/inbox?limit=1000");
+                match all["messages"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|m| m["message_id"] == mid.as_str()).cloned())
+                {
+                    Some(m) if m["state"] != "Pending" => {
+                        found = m;
+                        true
+                    }
+                    _ => false,
+                }
+            });
+        found
+    }
+}
+
+/// RFC 2047 B encoded-word for a non-ASCII header value (ASCII stays as is).
+pub fn encode_word(s: &str) -> String {
+    if s.is_ascii() {
+        s.to_owned()
+    } else {
+        format!("=?utf-8?B?{}?=", super::base64(s.as_bytes()))
+    }
+}
+
+impl Browser {
+    /// Logs in at `/ui/login` with the mouse (fills `#token`, clicks `#login-submit`) and
+    /// waits for the page after it (`#whoami`).
+    pub fn login(&self, site: &UiSite, token: &str) {
+        if !self.path().starts_with("/ui/login") {
+            self.goto(&site.url("/ui/login"));
+        }
+        self.fill("#token", token);
+        self.click("#login-submit");
+        self.find("#whoami");
+    }
+
+    /// Logs in by keyboard only: Tab to `#token`, type, Tab to `#login-submit`, Enter.
+    pub fn login_by_keyboard(&self, site: &UiSite, token: &str) {
+        if !self.path().starts_with("/ui/login") {
+            self.goto(&site.url("/ui/login"));
+        }
+        self.key_fill("#token", token);
+        self.key_activate("#login-submit");
+        self.find("#whoami");
+    }
+
+    /// Forgets every cookie (the session) of the daemon's origin.
+    pub fn forget_cookies(&self) {
+        self.rt
+            .block_on(self.client().delete_all_cookies())
+            .unwrap_or_else(|e| self.fail("delete cookies", e));
+    }
+}
