@@ -200,7 +200,7 @@ fn a_form_is_driven_by_keyboard_only() {
     assert_eq!(b.text("#js"), "JavaScript is on");
     b.key_fill("#name", "Пётр");
     b.key_select("#pick", "b");
-    b.key_activate("#go");
+    b.key_to_page("#go");
     assert_eq!(b.text("h1"), "Done");
     assert_eq!(
         b.text("#query"),
@@ -220,7 +220,7 @@ fn javascript_off_runs_no_script_and_forms_still_work() {
     assert_eq!(b.text("#js"), "JavaScript is off");
     b.fill("#name", "anna");
     b.select("#pick", "a");
-    b.click("#go");
+    b.click_to_page("#go");
     assert_eq!(b.text("#query"), "name=anna&pick=a");
     b.goto(&site.url("/bad"));
     let bad = b.page_problems("harness-bad");

@@ -514,6 +514,54 @@ impl Browser {
             .unwrap_or_else(|e| self.fail("execute script", e))
     }
 
+    /// The `<html>` element of the document shown now (to tell when a new one replaced it).
+    pub fn document(&self) -> Element {
+        self.find("html")
+    }
+
+    /// Waits up to 10 s until the document `old` was replaced by a new one (a link followed,
+    /// a form submitted); works with JavaScript off (WebDriver says the old element is stale).
+    pub fn wait_new_document(&self, old: &Element, after: &str) {
+        let start = Instant::now();
+        loop {
+            match self.rt.block_on(old.tag_name()) {
+                Err(CmdError::Standard(w))
+                    if w.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+                {
+                    break;
+                }
+                Err(e) => self.fail(&format!("waiting for the page after {after}"), e),
+                Ok(_) => {}
+            }
+            if start.elapsed() > FIND_TIMEOUT {
+                self.fail(
+                    &format!("no new page within {FIND_TIMEOUT:?} after {after}"),
+                    format!("the page still says {:?}", self.body_text()),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        // The new document: wait until it has loaded.
+        let start = Instant::now();
+        while self.try_find("body").is_none() && start.elapsed() < FIND_TIMEOUT {
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Clicks `css` and waits for the page it leads to.
+    pub fn click_to_page(&self, css: &str) {
+        let old = self.document();
+        self.click(css);
+        self.wait_new_document(&old, &format!("a click on {css}"));
+    }
+
+    /// Tabs to `css`, presses Enter, and waits for the page it leads to.
+    pub fn key_to_page(&self, css: &str) {
+        let old = self.document();
+        self.key_activate(css);
+        self.wait_new_document(&old, &format!("Enter on {css}"));
+    }
+
     // ---- keyboard ---------------------------------------------------------------------------
 
     /// Presses and releases each of `keys` in turn, sent to whatever has the focus (W3C
@@ -1178,7 +1226,7 @@ impl Browser {
             self.goto(&site.url("/ui/login"));
         }
         self.fill("#token", token);
-        self.click("#login-submit");
+        self.click_to_page("#login-submit");
         self.find("#whoami");
     }
 
@@ -1188,7 +1236,7 @@ impl Browser {
             self.goto(&site.url("/ui/login"));
         }
         self.key_fill("#token", token);
-        self.key_activate("#login-submit");
+        self.key_to_page("#login-submit");
         self.find("#whoami");
     }
 
