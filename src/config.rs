@@ -13,6 +13,7 @@ use crate::core::{Policy, ReplyDeadlines};
 
 pub mod notices;
 pub use notices::NoticesConfig;
+pub mod ui;
 
 /// The environment variable that carries the API token (wins over `[api] token_file`).
 pub const TOKEN_ENV: &str = "REGMAIL_API_TOKEN";
@@ -243,6 +244,8 @@ pub struct Config {
     pub log_filter: String,
     /// `[notices]`: users' and operators' notices, e-mail and webhooks.
     pub notices: NoticesConfig,
+    /// `[ui]`: the operator web page (src/config/ui.rs).
+    pub ui: ui::UiConfig,
     /// Where the file was read from (None: embedded defaults).
     pub source: Option<PathBuf>,
     /// What a reply or bounce must prove (`[registrar] authentication`, `[inbound]
@@ -295,6 +298,7 @@ impl Config {
             "renewal",
             "log",
             "notices",
+            "ui",
         ];
         for key in root.keys() {
             if !known.contains(&key.as_str()) {
@@ -845,6 +849,7 @@ impl Config {
 
         let trust = read_trust(&mut r, &reg, &ib, &ob, &registrar.callback, &smtp);
         let notices = notices::read(&mut r, &root, &base, api.listen, &registrar.message_id_host);
+        let ui = ui::read(&mut r, &root, &base);
 
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
@@ -852,6 +857,7 @@ impl Config {
         Ok(Config {
             trust,
             notices,
+            ui,
             store,
             api,
             registrar,

@@ -167,6 +167,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     app.source_poll = intake_poll;
     app.redactor = redactor;
     app.notices = Some(hub.clone());
+    // The operator web page (issue 14): the same parts, its own state and routes under /ui.
+    let ui = crate::ui::build(&config, app.shared()).map_err(anyhow::Error::msg)?;
     let state = Arc::new(app);
     drop(token);
 
@@ -283,7 +285,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let server = tokio::spawn(api::server::serve(
         listener,
-        api::router(state),
+        match ui {
+            Some(ui) => api::router(state).merge(crate::ui::router(ui)),
+            None => api::router(state),
+        },
         api_limits,
         stop_rx.clone(),
     ));

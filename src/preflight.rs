@@ -147,6 +147,11 @@ pub fn check(config: &Config) -> Report {
         r.error(key, e);
     }
 
+    // The web page's operator tokens (private files, one line, 16+ characters, each its own).
+    for (key, e) in config.ui.check_tokens() {
+        r.error(&key, e);
+    }
+
     // The reply rules, every regex compiled.
     if let Err(e) = config.load_rules() {
         r.error("registrar.rules", e);

@@ -78,26 +78,26 @@ impl ApiError {
         }
     }
 
-    /// Maps a core refusal.
+    /// Maps a core refusal (the mapping lives in src/operations.rs, shared with the web page).
     pub fn from_core(e: CoreError, field: &str) -> Self {
-        let msg = e.to_string();
-        match e {
-            // On /v1/clients/{id} the client is the resource (404); in an order it is a field.
-            CoreError::UnknownClient(_) if field == "id" => Self::not_found("id", msg),
-            CoreError::UnknownClient(_) => Self::invalid("client_id", msg),
-            CoreError::UnknownDomain(_) => Self::not_found("domain", msg),
-            CoreError::UnknownRequest(_) => Self::not_found("request_id", msg),
-            CoreError::ClientExists(_) => Self::conflict("id", msg),
-            CoreError::DomainActive { .. } => Self::conflict("domain", msg),
-            CoreError::TooEarlyToRenew { .. } => Self::conflict("domain", msg),
-            CoreError::Illegal(_) => Self::conflict(field, msg),
-            CoreError::View(v) => Self::internal(v.to_string()),
-        }
+        crate::operations::OpError::from_core(e, field).into()
     }
 
     /// Maps a store failure.
     pub fn from_store(e: StoreError) -> Self {
         Self::internal(e.to_string())
+    }
+}
+
+impl From<crate::operations::OpError> for ApiError {
+    fn from(e: crate::operations::OpError) -> Self {
+        use crate::operations::OpErrorKind;
+        match e.kind {
+            OpErrorKind::Invalid => Self::invalid(e.field, e.message),
+            OpErrorKind::NotFound => Self::not_found(e.field, e.message),
+            OpErrorKind::Conflict => Self::conflict(e.field, e.message),
+            OpErrorKind::Internal => Self::internal(e.message),
+        }
     }
 }
 

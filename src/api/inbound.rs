@@ -12,15 +12,18 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::{AppState, Shared, blocking, input, read_json};
-use crate::core::{Event, Evidence, RequestId};
-use crate::inbound::intake::{Intake, Verdict, verdict};
+use crate::core::RequestId;
+use crate::inbound::intake::Intake;
 use crate::store::inbox::{InboxMessage, InboxState};
 
 fn intake(state: &AppState) -> Result<Arc<Intake>, ApiError> {
-    state
-        .intake
-        .clone()
-        .ok_or_else(|| ApiError::conflict("inbox", "the reply intake is not running"))
+    match &state.intake {
+        Some(i) => Ok(i.clone()),
+        None => Err(crate::operations::intake(state.ops())
+            .err()
+            .map(ApiError::from)
+            .unwrap_or_else(|| ApiError::internal("the reply intake vanished"))),
+    }
 }
 
 fn parse_state(s: &str) -> Result<InboxState, ApiError> {
@@ -82,11 +85,7 @@ pub async fn list(
 }
 
 fn find(state: &AppState, key: &str) -> Result<InboxMessage, ApiError> {
-    state
-        .store
-        .inbox_message(key)
-        .map_err(ApiError::from_store)?
-        .ok_or_else(|| ApiError::not_found("key", format!("no stored message {key:?}")))
+    Ok(crate::operations::find_message(state.ops(), key)?)
 }
 
 /// `GET /v1/inbox/message?key=K[&raw=1]`: one record, the headers that matter and the decoded
@@ -125,35 +124,17 @@ pub async fn show(
 /// A message record as shown: its subject, sender and reason come from the message, so they
 /// are masked like the message itself.
 fn shown_record(state: &AppState, m: &InboxMessage) -> Value {
-    let mut record = serde_json::to_value(m).unwrap_or(Value::Null);
-    for f in ["subject", "from", "reason", "message_id"] {
-        if let Some(t) = record[f].as_str() {
-            record[f] = Value::String(state.redactor.text(t));
-        }
-    }
-    record
+    serde_json::to_value(crate::operations::masked_record(state.ops(), m)).unwrap_or(Value::Null)
 }
 
 /// The answer of [`show`]: decoded and masked; `raw_base64` only when `want_raw`.
 fn view_json(state: &AppState, m: &InboxMessage, raw: &[u8], want_raw: bool) -> Value {
-    let (limits, fallback) = match &state.intake {
-        Some(i) => (i.limits, i.fallback),
-        None => (
-            crate::inbound::parse::ParseLimits::default(),
-            state.charset.encoding(),
-        ),
-    };
-    let red = &state.redactor;
-    let view = crate::inbound::parse::view(raw, &limits, fallback);
-    let headers: Vec<[String; 2]> = view
-        .headers
-        .iter()
-        .map(|(n, v)| [n.clone(), red.text(v)])
-        .collect();
+    let view = crate::operations::shown_message(state.ops(), raw);
+    let headers: Vec<[String; 2]> = view.headers.into_iter().map(|(n, v)| [n, v]).collect();
     let record = shown_record(state, m);
-    let mut out = json!({ "message": record, "headers": headers, "text": red.text(&view.text) });
+    let mut out = json!({ "message": record, "headers": headers, "text": view.text });
     if want_raw {
-        let masked = red.raw(raw);
+        let masked = crate::operations::masked_raw(state.ops(), raw);
         out["raw_base64"] = Value::String(
             String::from_utf8(crate::redact::base64_encode(&masked)).unwrap_or_default(),
         );
@@ -197,60 +178,9 @@ pub async fn assign(
         }
         None => None,
     };
-    let intake = intake(&state)?;
+    intake(&state)?;
     blocking(move || {
-        let rec = find(&state, &key)?;
-        // Unmatched, and also Ignored or Quarantined (issue 12 item 3: an operator may vouch
-        // for a message the trust checks refused; the action log shows it as the operator's).
-        if !matches!(rec.state, InboxState::Unmatched | InboxState::Ignored | InboxState::Quarantined) {
-            return Err(ApiError::conflict("key", format!("message {key} is {}, not Unmatched, Ignored or Quarantined", rec.state.as_str())));
-        }
-        let vouched = rec.state != InboxState::Unmatched;
-        if state.store.request(request).map_err(ApiError::from_store)?.is_none() {
-            return Err(ApiError::invalid("request_id", format!("request {request} does not exist")));
-        }
-        let raw = state.store.raw_message(&key).map_err(ApiError::from_store)?.unwrap_or_default();
-        let mut verdict: Verdict = intake.judge(&raw, Some(request)).map_err(ApiError::internal)?;
-        let message_id = verdict.mail.as_ref().and_then(|m| m.message_id.clone());
-        match outcome {
-            Some(outcome) => {
-                verdict.state = InboxState::Applied;
-                verdict.reason = format!("assigned by operator: {note}");
-                verdict.request = Some((request, crate::inbound::correlate::Signal::Operator));
-                verdict.event = Some(Event::Reply {
-                    request,
-                    outcome,
-                    evidence: Evidence {
-                        message_id,
-                        rule: Some("operator".into()),
-                        correlation: Some("operator".into()),
-                        note: Some(note.clone()),
-                        ..Evidence::default()
-                    },
-                });
-            }
-            None if verdict.event.is_some() => {
-                verdict.reason = format!("{}; assigned by operator: {note}", verdict.reason);
-            }
-            None => {
-                return Err(ApiError::invalid("event", "no reply rule recognises this message; say what it means with event (acknowledged, completed or rejected)"));
-            }
-        }
-        if vouched && let Some(Event::Reply { request, outcome, .. }) = verdict.event.take() {
-            verdict.event = Some(Event::RecordOutcome {
-                request,
-                outcome,
-                note: format!(
-                    "operator's decision: message {key} (was {}: {}) assigned: {note}",
-                    rec.state.as_str(),
-                    rec.reason.as_deref().unwrap_or("")
-                ),
-            });
-        }
-        let done = intake.settle(&rec, verdict).map_err(ApiError::internal)?;
-        if done.state != InboxState::Applied {
-            return Err(ApiError::conflict("request_id", done.reason.unwrap_or_default()));
-        }
+        let done = crate::operations::assign(state.ops(), &key, request, outcome, &note)?;
         Ok(Json(json!({ "message": done })))
     })
     .await
@@ -267,25 +197,9 @@ pub async fn dismiss(
     o.only(&["key", "note"])?;
     let key = o.text("key", 500)?;
     let note = o.text("note", 1000)?;
-    let intake = intake(&state)?;
+    intake(&state)?;
     blocking(move || {
-        let rec = find(&state, &key)?;
-        if rec.state != InboxState::Unmatched {
-            return Err(ApiError::conflict(
-                "key",
-                format!("message {key} is {}, not Unmatched", rec.state.as_str()),
-            ));
-        }
-        let done = intake
-            .settle(
-                &rec,
-                verdict(
-                    InboxState::Dismissed,
-                    format!("dismissed by operator: {note}"),
-                    None,
-                ),
-            )
-            .map_err(ApiError::internal)?;
+        let done = crate::operations::dismiss(state.ops(), &key, &note)?;
         Ok(Json(json!({ "message": done })))
     })
     .await
@@ -297,34 +211,27 @@ pub async fn test(State(state): Shared, body: Body) -> Result<Json<Value>, ApiEr
     let raw = axum::body::to_bytes(body, 8 << 20)
         .await
         .map_err(|_| ApiError::invalid("body", "the message is larger than 8 MiB"))?;
-    let intake = intake(&state)?;
+    intake(&state)?;
     blocking(move || {
-        let v = intake.judge(&raw, None).map_err(ApiError::internal)?;
-        let evaluation = v.mail.as_ref().map(|m| {
-            let rules = match intake.rules.read() {
-                Ok(g) => g.clone(),
-                Err(p) => p.into_inner().clone(),
-            };
-            rules.evaluate(&m.subject, &m.reply_text)
-        });
+        let t = crate::operations::test_rules(state.ops(), &raw)?;
         Ok(Json(json!({
-            "outcome": v.state.as_str(),
-            "decision": v.decision.map(|d| d.as_str()),
-            "reason": v.reason,
-            "rule": v.rule.as_ref().map(|r| &r.rule),
-            "event": v.rule.as_ref().map(|r| r.event.as_str()),
-            "captures": v.rule.as_ref().map(|r| json!({
-                "domain": r.captures.domain.as_ref().map(|d| d.as_str()),
-                "handle": r.captures.handle,
-                "task_id": r.captures.task_id,
-                "expires": r.captures.expires,
-                "reason": r.captures.reason,
-            })),
-            "rejected_captures": evaluation.map(|e| e.rejected.iter().map(|c| json!({"rule": c.rule, "capture": c.capture, "value": c.value, "reason": c.reason})).collect::<Vec<_>>()),
-            "request": v.request.map(|(r, _)| r),
-            "correlation": v.request.map(|(_, s)| s.as_str()),
-            "from": v.mail.as_ref().map(|m| &m.from),
-            "subject": v.mail.as_ref().map(|m| &m.subject),
+            "outcome": t.outcome,
+            "decision": t.decision,
+            "reason": t.reason,
+            "rule": t.rule,
+            "event": t.event,
+            "captures": t.captures.map(|c| {
+                let mut m = serde_json::Map::new();
+                for (k, v) in c {
+                    m.insert(k, v.map_or(Value::Null, Value::String));
+                }
+                Value::Object(m)
+            }),
+            "rejected_captures": t.rejected_captures.map(|v| v.iter().map(|c| json!({"rule": c.rule, "capture": c.capture, "value": c.value, "reason": c.reason})).collect::<Vec<_>>()),
+            "request": t.request,
+            "correlation": t.correlation,
+            "from": t.from,
+            "subject": t.subject,
         })))
     })
     .await
@@ -333,16 +240,12 @@ pub async fn test(State(state): Shared, body: Body) -> Result<Json<Value>, ApiEr
 /// `POST /v1/reload`: re-reads the configuration's templates and reply rules (as SIGHUP does);
 /// a broken file is refused with its line and reason and the old settings stay.
 pub async fn reload(State(state): Shared) -> Result<Json<Value>, ApiError> {
-    let r = state
-        .reloadable
-        .clone()
-        .ok_or_else(|| ApiError::conflict("reload", "nothing to reload"))?;
-    blocking(move || match r.reload() {
-        Ok(msg) => Ok(Json(json!({ "reloaded": true, "message": msg }))),
-        Err(e) => Err(ApiError::invalid(
-            "rules",
-            format!("reload refused, the old settings stay: {e}"),
-        )),
+    if state.reloadable.is_none() {
+        return Err(ApiError::conflict("reload", "nothing to reload"));
+    }
+    blocking(move || {
+        let msg = crate::operations::reload(state.ops())?;
+        Ok(Json(json!({ "reloaded": true, "message": msg })))
     })
     .await
 }

@@ -97,6 +97,37 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// The borrowed parts the shared operations take (src/operations.rs).
+    pub fn ops(&self) -> crate::operations::Ops<'_> {
+        crate::operations::Ops {
+            store: &self.store,
+            policy: &self.policy,
+            outbox_wake: &self.outbox_wake,
+            notices: self.notices.as_ref(),
+            intake: self.intake.as_deref(),
+            reloadable: self.reloadable.as_ref(),
+            redactor: &self.redactor,
+            charset: self.charset,
+        }
+    }
+
+    /// The owned parts, for another driver built beside the API (the web page).
+    pub fn shared(&self) -> crate::operations::Shared {
+        crate::operations::Shared {
+            store: self.store.clone(),
+            policy: self.policy.clone(),
+            outbox_wake: self.outbox_wake.clone(),
+            notices: self.notices.clone(),
+            intake: self.intake.clone(),
+            reloadable: self.reloadable.clone(),
+            redactor: self.redactor.clone(),
+            charset: self.charset,
+            health: self.health.clone(),
+        }
+    }
+}
+
 type Shared = State<Arc<AppState>>;
 
 /// All routes.
@@ -193,38 +224,15 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
 }
 
-/// Applies an event now, as the daemon does.
+/// Applies an event now, as the daemon does (src/operations.rs, shared with the web page).
 fn apply_now(state: &AppState, event: Event, field: &str) -> Result<Applied, ApiError> {
-    let mut ids = UuidIds;
-    let mut ctx = Ctx {
-        now: Timestamp::now(),
-        ids: &mut ids,
-        policy: &state.policy,
-    };
-    let applied = state
-        .store
-        .apply(event, &mut ctx)
-        .map_err(|e| ApiError::from_apply(e, field))?;
-    wake_outbox(state, &applied.transition);
-    Ok(applied)
+    Ok(crate::operations::apply_now(state.ops(), event, field)?)
 }
 
 /// Wakes the outbox worker when the transition queued a request (and the notice channels when
 /// it wrote a notice).
 fn wake_outbox(state: &AppState, t: &crate::core::Transition) {
-    if let Some(h) = &state.notices
-        && t.effects
-            .iter()
-            .any(|e| matches!(e, crate::core::Effect::Notify(_)))
-    {
-        h.wake();
-    }
-    if t.effects
-        .iter()
-        .any(|e| matches!(e, crate::core::Effect::Send(_)))
-    {
-        state.outbox_wake.notify_one();
-    }
+    crate::operations::wake(state.ops(), t);
 }
 
 /// Reads a JSON body within the size limit (413 past it, 400 if it is not JSON). The
@@ -623,21 +631,7 @@ async fn retry(
     let id = param(path_id, "request_id")?;
     let id = parse_request_path(&id)?;
     blocking(move || {
-        let applied = apply_now(&state, Event::Retry { request: id }, "request_id")?;
-        let new = applied
-            .transition
-            .requests
-            .iter()
-            .find(|r| r.retry_of == Some(id))
-            // A SendUnknown request is queued again as itself (the same Message-ID).
-            .or_else(|| {
-                applied
-                    .transition
-                    .requests
-                    .iter()
-                    .find(|r| r.id == id && r.state == crate::core::RequestState::Queued)
-            })
-            .cloned();
+        let new = crate::operations::retry(state.ops(), id)?;
         let body = json!({
             "retried": id,
             "new_request": new.as_ref().map(views::request),

@@ -334,10 +334,15 @@ async fn serve_one(
     close: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // The client's address rides with each request (the web page's login limit is per address).
+    let peer = stream.peer_addr().ok();
     let io = TokioIo::new(IdleIo::new(stream, limits.idle_timeout, busy.clone()));
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let router = router.clone();
         let busy = busy.clone();
+        if let Some(p) = peer {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(p));
+        }
         async move {
             busy.fetch_add(1, Ordering::AcqRel);
             let _done = BusyGuard(busy);

@@ -112,4 +112,7 @@ pub struct LogEntry {
     /// The entry.
     #[serde(flatten)]
     pub entry: LogDraft,
+    /// Who exactly, when an operator acted on the web page: `operator:<name>` (issue 14).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }

@@ -112,6 +112,7 @@ impl MemState {
             self.log.push(LogEntry {
                 seq,
                 entry: entry.clone(),
+                by: None,
             });
         }
         for e in &t.effects {

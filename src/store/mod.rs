@@ -6,6 +6,7 @@ mod codec;
 mod durable;
 pub mod inbox;
 pub mod notices;
+pub mod ui;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -401,8 +402,20 @@ impl Store {
                 index_put.push((task_index_key(task), r.id.as_bytes().to_vec()));
             }
         }
-        let all_log: Vec<crate::core::LogDraft> =
-            t.log.iter().chain(extra.log.iter()).cloned().collect();
+        // An operator acting on the web page is named in every entry (store/ui.rs).
+        let by = ui::acting();
+        let all_log: Vec<crate::core::LogDraft> = t
+            .log
+            .iter()
+            .chain(extra.log.iter())
+            .cloned()
+            .map(|mut d| {
+                if by.is_some() && d.actor == crate::core::Actor::Api {
+                    d.actor = crate::core::Actor::Operator;
+                }
+                d
+            })
+            .collect();
 
         // Everything the transaction writes is computed here, outside it, so that the closure
         // (which sled may run more than once) only writes.
@@ -488,6 +501,7 @@ impl Store {
                     let entry = LogEntry {
                         seq: *seq,
                         entry: draft.clone(),
+                        by: by.clone(),
                     };
                     let seq_key = seq.to_be_bytes();
                     log.insert(&seq_key, encode(&entry))?;
