@@ -81,7 +81,8 @@ fn page(path: &str, port: u16) -> (&'static str, &'static str, String) {
             "200 OK",
             "text/css",
             "body{font-family:sans-serif;color:#111;background:#fff;margin:1rem}\
-             @media (prefers-color-scheme: dark){body{color:#eee;background:#111}a{color:#9cf}}"
+             .faint{color:#333}\
+             @media (prefers-color-scheme: dark){body{color:#eee;background:#111}a{color:#9cf}.faint{color:#222}}"
                 .into(),
         ),
         "/favicon.ico" => ("204 No Content", "image/x-icon", String::new()),
@@ -126,6 +127,7 @@ fn page(path: &str, port: u16) -> (&'static str, &'static str, String) {
                 "{HEAD}<body><main id=\"main\"><h1>A bad page</h1>\
                  <img src=\"/pixel.png\">\
                  <div style=\"width:2000px\">too wide</div>\
+                 <p class=\"faint\">hard to read in the dark</p>\
                  <img alt=\"from elsewhere\" src=\"http://localhost:{port}/pixel.png\">\
                  <script src=\"/throws.js\"></script></main></body></html>"
             ),
@@ -168,7 +170,10 @@ fn the_page_checks_find_what_they_exist_for_and_pass_a_clean_page() {
         has("axe (light): image-alt"),
         "no axe image-alt in {bad:#?}"
     );
-    assert!(has("axe (dark): image-alt"), "no dark axe run in {bad:#?}");
+    assert!(
+        has("axe (dark): color-contrast") && !has("axe (light): color-contrast"),
+        "the dark scheme's contrast fault is not found (or found in the light one): {bad:#?}"
+    );
     assert!(
         has("horizontal scrolling at 390 px") && has("horizontal scrolling at 1280 px"),
         "no overflow at both widths in {bad:#?}"

@@ -530,6 +530,13 @@ impl Browser {
                 {
                     break;
                 }
+                // While the old document is being replaced, chromedriver may say so this way.
+                Err(e)
+                    if e.to_string().contains("does not belong to the document")
+                        || e.to_string().contains("No node with given id") =>
+                {
+                    break;
+                }
                 Err(e) => self.fail(&format!("waiting for the page after {after}"), e),
                 Ok(_) => {}
             }
@@ -615,19 +622,41 @@ impl Browser {
         target.element_id() == active.element_id()
     }
 
-    /// Presses Tab until `css` has the focus (at most 120 presses, wrapping around the page
-    /// once is allowed); panics, naming what had the focus, when it never does. Returns the
-    /// number of presses.
+    /// Presses Tab until `css` has the focus; panics, naming where the focus went, when it
+    /// never does. Returns the number of presses. With JavaScript on it first counts the
+    /// tabbable elements between the focus and the target (document order, no positive
+    /// tabindex) and presses Tab that many times in one go; the real focus then decides: when
+    /// it is not on the target, it goes on one Tab at a time (at most 120).
     pub fn tab_to(&self, css: &str) -> usize {
         let target = self.find(css);
+        let mut presses = 0;
+        if self.opts.javascript {
+            let n = self.exec(
+                "const target = arguments[0]; \
+                 const all = Array.from(document.querySelectorAll('a[href], button, input, select, textarea, summary, [tabindex]')) \
+                   .filter(e => !e.disabled && e.tabIndex >= 0 && e.type !== 'hidden' && e.getClientRects().length > 0 \
+                     && (e.tagName !== 'SUMMARY' || e.parentElement.tagName === 'DETAILS') \
+                     && !e.closest('details:not([open]) > :not(summary)')); \
+                 const to = all.indexOf(target); \
+                 const from = all.indexOf(document.activeElement); \
+                 return to > from ? to - from : 0;",
+                vec![serde_json::to_value(&target).unwrap_or(Value::Null)],
+            );
+            let n = n.as_u64().unwrap_or(0) as usize;
+            if n > 0 {
+                let tab: char = Key::Tab.into();
+                self.press(&vec![tab; n]);
+                presses = n;
+            }
+        }
         let mut seen = Vec::new();
-        for n in 0..=MAX_TABS {
+        for n in presses..=MAX_TABS {
             if let Some(active) = self.focused()
                 && active.element_id() == target.element_id()
             {
                 return n;
             }
-            if n < 8 || n % 10 == 0 {
+            if seen.len() < 12 {
                 let label = self
                     .focused()
                     .map(|a| self.describe(&a))
@@ -743,19 +772,28 @@ impl Browser {
     /// axe-core's WCAG 2.x A/AA violations on the page as it is now, one line per violation
     /// and node (rule id, impact, help, the element). Needs JavaScript.
     pub fn axe_violations(&self) -> Vec<String> {
+        self.axe_run("{type: 'tag', values: arguments[0]}")
+    }
+
+    /// axe-core's colour-contrast rule alone (for the dark scheme: the rest does not depend on
+    /// the colours).
+    pub fn axe_contrast_violations(&self) -> Vec<String> {
+        self.axe_run("{type: 'rule', values: ['color-contrast']}")
+    }
+
+    fn axe_run(&self, run_only: &str) -> Vec<String> {
         let present = self.exec("return typeof window.axe === 'object';", vec![]);
         if present != Value::Bool(true) {
             self.exec(axe_source(), vec![]);
         }
         let tags: Vec<Value> = AXE_TAGS.iter().map(|t| json!(t)).collect();
-        let v = self.exec(
-            "return window.axe.run(document, {runOnly: {type: 'tag', values: arguments[0]}, \
+        let script = "return window.axe.run(document, {runOnly: RUN_ONLY, \
              resultTypes: ['violations']}).then(r => r.violations.map(v => ({id: v.id, \
              impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target.join(' ') + ' :: ' \
              + (n.failureSummary || '').replace(/\\s+/g, ' ') + ' :: ' + n.html.slice(0, 200))}))) \
-             .catch(e => ({error: String(e)}));",
-            vec![Value::Array(tags)],
-        );
+             .catch(e => ({error: String(e)}));"
+            .replace("RUN_ONLY", run_only);
+        let v = self.exec(&script, vec![Value::Array(tags)]);
         if let Some(err) = v.get("error") {
             return vec![format!("axe-core failed to run: {err}")];
         }
@@ -924,15 +962,16 @@ impl Browser {
             }
             self.screenshot(&format!("{prefix}{page}-{w}.png"));
         }
-        // Dark scheme at 1280 px: a screenshot, and axe's colour contrast again.
-        self.set_dark(true);
+        // Dark scheme at 1280 px: axe's colour contrast again, and a screenshot (the pages
+        // look the same without JavaScript, so that run leaves the dark one out).
         if self.opts.javascript {
-            for v in self.axe_violations() {
+            self.set_dark(true);
+            for v in self.axe_contrast_violations() {
                 problems.push(format!("axe (dark): {v}"));
             }
+            self.screenshot(&format!("{prefix}{page}-1280-dark.png"));
+            self.set_dark(false);
         }
-        self.screenshot(&format!("{prefix}{page}-1280-dark.png"));
-        self.set_dark(false);
         for e in self.console_errors() {
             problems.push(format!("console error: {e}"));
         }
@@ -941,6 +980,25 @@ impl Browser {
             .unwrap_or_else(|p| p.into_inner())
             .push(page.to_owned());
         problems
+    }
+
+    /// For a page the server answered with an error status on purpose (a refused form: 422,
+    /// 403, ...): Chromium logs the document's own status as a console error. This reads the
+    /// log, panics unless that entry for the current URL and `status` is there (so the status
+    /// is checked too), and returns every OTHER error.
+    pub fn take_document_status(&self, status: u16) -> Vec<String> {
+        let url = self.url();
+        let expected = format!(
+            "{url} - Failed to load resource: the server responded with a status of {status}"
+        );
+        let errors = self.console_errors();
+        let (ours, others): (Vec<String>, Vec<String>) =
+            errors.into_iter().partition(|e| e.contains(&expected));
+        assert!(
+            !ours.is_empty(),
+            "the page {url} should have answered {status}; the console says {others:?}"
+        );
+        others
     }
 
     /// Panics when the console logged an error since the last check.
@@ -1134,7 +1192,7 @@ impl UiSite {
         let rules_path = files.path().join("replies.toml");
         std::fs::copy(SHIPPED_RULES, &rules_path).expect("copy the shipped reply rules");
         let extra_config = format!(
-            "\n[registrar]\nrules = \"{}\"\n\n[ui]\n\n[[ui.operators]]\nname = \"anna\"\nrole = \"operator\"\ntoken_file = \"{}\"\n\n[[ui.operators]]\nname = \"victor\"\nrole = \"viewer\"\ntoken_file = \"{}\"\n",
+            "\n[registrar]\nrules = \"{}\"\n\n[ui]\nlogin_per_ip_per_minute = 1000\nlogin_global_per_minute = 1000\n\n[[ui.operators]]\nname = \"anna\"\nrole = \"operator\"\ntoken_file = \"{}\"\n\n[[ui.operators]]\nname = \"victor\"\nrole = \"viewer\"\ntoken_file = \"{}\"\n",
             rules_path.display(),
             anna.display(),
             victor.display()
@@ -1245,5 +1303,100 @@ impl Browser {
         self.rt
             .block_on(self.client().delete_all_cookies())
             .unwrap_or_else(|e| self.fail("delete cookies", e));
+    }
+}
+
+// ---- browsers shared by the tests of one test binary -------------------------------------------
+
+/// Idle browsers, by JavaScript on (true) or off, for [`shared`].
+static POOL: std::sync::Mutex<Vec<Browser>> = std::sync::Mutex::new(Vec::new());
+
+/// Process groups and profiles of the pooled browsers, ended by an `atexit` hook: the test
+/// harness exits the process without dropping statics, and no Chromium may outlive it.
+static LIVE: std::sync::Mutex<Vec<(i32, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn end_shared_browsers() {
+    let live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    for (pgid, profile) in live.iter() {
+        // SAFETY: kill(2) on a process group this harness created (chromedriver's, pgid > 0).
+        unsafe {
+            libc::kill(-*pgid, libc::SIGKILL);
+        }
+        let _ = std::fs::remove_dir_all(profile);
+    }
+}
+
+/// A browser from the pool of this test binary (started when none is idle); it goes back to
+/// the pool when dropped, on a blank page with its console log drained, or is closed when the
+/// test panicked. Tests share browsers this way because starting Chromium costs more than
+/// most journeys; chromedriver and Chromium end with the test process.
+pub fn shared(javascript: bool) -> SharedBrowser {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        // SAFETY: registers a plain extern "C" function with atexit(3).
+        unsafe {
+            libc::atexit(end_shared_browsers);
+        }
+    });
+    let idle = {
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        pool.iter()
+            .position(|b| b.opts.javascript == javascript)
+            .map(|i| pool.swap_remove(i))
+    };
+    let b = idle.unwrap_or_else(|| {
+        let b = if javascript {
+            Browser::start()
+        } else {
+            Browser::start_without_javascript()
+        };
+        LIVE.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((b.driver.id() as i32, b.profile.path().to_owned()));
+        b
+    });
+    SharedBrowser { b: Some(b) }
+}
+
+/// A pooled browser (see [`shared`]); derefs to [`Browser`].
+pub struct SharedBrowser {
+    b: Option<Browser>,
+}
+
+impl std::ops::Deref for SharedBrowser {
+    type Target = Browser;
+    fn deref(&self) -> &Browser {
+        self.b.as_ref().expect("a browser")
+    }
+}
+
+impl Drop for SharedBrowser {
+    fn drop(&mut self) {
+        let Some(b) = self.b.take() else { return };
+        let pgid = b.driver.id() as i32;
+        let forget = || {
+            LIVE.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(g, _)| *g != pgid);
+        };
+        if std::thread::panicking() {
+            forget();
+            drop(b); // closes the session, kills the group
+            return;
+        }
+        let reset = b.client.as_ref().is_some_and(|c| {
+            b.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), c.goto("about:blank"))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            })
+        });
+        if reset {
+            let _ = b.console_log();
+            POOL.lock().unwrap_or_else(|p| p.into_inner()).push(b);
+        } else {
+            forget();
+            drop(b);
+        }
     }
 }
