@@ -12,8 +12,10 @@ use secrecy::SecretString;
 use crate::core::{Policy, ReplyDeadlines};
 
 pub mod notices;
+pub mod reports;
 pub use notices::NoticesConfig;
 pub mod ui;
+pub use reports::ReportsConfig;
 
 /// The environment variable that carries the API token (wins over `[api] token_file`).
 pub const TOKEN_ENV: &str = "REGMAIL_API_TOKEN";
@@ -246,6 +248,8 @@ pub struct Config {
     pub notices: NoticesConfig,
     /// `[ui]`: the operator web page (src/config/ui.rs).
     pub ui: ui::UiConfig,
+    /// `[reports]`: the daily reseller report e-mail (src/config/reports.rs).
+    pub reports: ReportsConfig,
     /// Where the file was read from (None: embedded defaults).
     pub source: Option<PathBuf>,
     /// What a reply or bounce must prove (`[registrar] authentication`, `[inbound]
@@ -299,6 +303,7 @@ impl Config {
             "log",
             "notices",
             "ui",
+            "reports",
         ];
         for key in root.keys() {
             if !known.contains(&key.as_str()) {
@@ -850,6 +855,7 @@ impl Config {
         let trust = read_trust(&mut r, &reg, &ib, &ob, &registrar.callback, &smtp);
         let notices = notices::read(&mut r, &root, &base, api.listen, &registrar.message_id_host);
         let ui = ui::read(&mut r, &root, &base);
+        let reports = reports::read(&mut r, &root, &notices);
 
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
@@ -858,6 +864,7 @@ impl Config {
             trust,
             notices,
             ui,
+            reports,
             store,
             api,
             registrar,

@@ -6,6 +6,7 @@ mod codec;
 mod durable;
 pub mod inbox;
 pub mod notices;
+pub mod reports;
 pub mod ui;
 
 use std::path::Path;

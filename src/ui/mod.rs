@@ -46,6 +46,8 @@ pub struct UiState {
     pub about: Vec<(String, String)>,
     /// The clock.
     pub clock: Clock,
+    /// The reports' time zone (`[reports] timezone`): "today" for the reports page.
+    pub report_tz: jiff::tz::TimeZone,
     limiter: Mutex<auth::Limiter>,
     templates: render::Templates,
 }
@@ -64,6 +66,7 @@ impl UiState {
             config,
             about,
             clock: Arc::new(Timestamp::now),
+            report_tz: jiff::tz::TimeZone::UTC,
             limiter: Mutex::default(),
             templates: render::Templates::new()?,
         })
@@ -90,7 +93,10 @@ pub fn build(
         return Ok(None);
     }
     let about = about(config);
-    UiState::new(shared, config.ui.clone(), about).map(|s| Some(Arc::new(s)))
+    UiState::new(shared, config.ui.clone(), about).map(|mut s| {
+        s.report_tz = config.reports.timezone.clone();
+        Some(Arc::new(s))
+    })
 }
 
 /// The configuration summary the about page shows: addresses, paths, names; never a secret.
@@ -174,6 +180,8 @@ pub fn router(state: Arc<UiState>) -> Router {
         .route("/ui/notices", get(pages::notices))
         .route("/ui/webhooks", get(pages::webhooks))
         .route("/ui/about", get(pages::about))
+        .route("/ui/reports", get(pages::reports))
+        .route("/ui/reports/download", get(pages::report_csv))
         .route("/ui/{*rest}", axum::routing::any(pages::not_found))
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(middleware::from_fn(security_headers))

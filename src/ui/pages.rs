@@ -1561,6 +1561,119 @@ pub async fn about(State(state): Ui, Extension(op): Extension<Operator>) -> Resp
     )
 }
 
+// ---- reports
+
+fn report_kind(f: &Fields) -> Result<crate::reports::Kind, OpError> {
+    use crate::reports::Kind;
+    f.only(&["report", "within"]).map_err(field_err)?;
+    match f.get("report").unwrap_or("expiring") {
+        "expiring" => Ok(Kind::Expiring {
+            within: match f.get("within") {
+                None => 30,
+                Some(w) => {
+                    crate::reports::parse_within(w).map_err(|m| OpError::invalid("within", m))?
+                }
+            },
+        }),
+        "expired" => Ok(Kind::Expired),
+        "deleted" => Ok(Kind::Deleted),
+        other => Err(OpError::invalid(
+            "report",
+            format!("{other:?}: expected expiring, expired or deleted"),
+        )),
+    }
+}
+
+fn make_report(s: &UiState, kind: crate::reports::Kind) -> Result<crate::reports::Report, OpError> {
+    let today = crate::reports::today(s.now(), &s.report_tz);
+    crate::reports::make(&s.shared.store, kind, today).map_err(|e| match e {
+        crate::reports::ReportError::Store(e) => OpError::from_store(e),
+    })
+}
+
+fn report_query(kind: crate::reports::Kind) -> String {
+    match kind {
+        crate::reports::Kind::Expiring { within } => format!("report=expiring&within={within}"),
+        other => format!("report={}", other.name()),
+    }
+}
+
+/// `GET /ui/reports?report=expiring|expired|deleted&within=30`: the reseller reports (the same
+/// as `/v1/reports/*` and `regmail report`), with a CSV download.
+pub async fn reports(
+    State(state): Ui,
+    Extension(op): Extension<Operator>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let o = op.clone();
+    run(&state, Some(&op), move |s| {
+        let f = query(&q)?;
+        let kind = report_kind(&f)?;
+        let report = make_report(s, kind)?;
+        let columns: Vec<&str> = kind.columns().iter().map(|c| c.head).collect();
+        let rows: Vec<Vec<String>> = report
+            .rows
+            .iter()
+            .map(|r| r.iter().map(|c| c.text()).collect())
+            .collect();
+        let tabs: Vec<Value> = [
+            ("expiring-30", "report=expiring&within=30", "Expiring in 30 days"),
+            ("expiring-15", "report=expiring&within=15", "15 days"),
+            ("expiring-1", "report=expiring&within=1", "1 day"),
+            ("expired", "report=expired", "Expired"),
+            ("deleted", "report=deleted", "Deleted"),
+        ]
+        .iter()
+        .map(|(id, q, label)| json!({ "id": id, "href": format!("/ui/reports?{q}"), "label": label, "current": *q == report_query(kind) }))
+        .collect();
+        Ok(page(
+            s,
+            Some(&o),
+            StatusCode::OK,
+            "reports.html",
+            json!({
+                "title": "Reports",
+                "heading": kind.title(),
+                "date": report.date.to_string(),
+                "tabs": tabs,
+                "columns": columns,
+                "rows": rows,
+                "count": report.rows.len(),
+                "csv": format!("/ui/reports/download?{}", report_query(kind)),
+            }),
+        ))
+    })
+    .await
+}
+
+/// `GET /ui/reports/download?...`: the report as CSV (RFC 4180), as an attachment.
+pub async fn report_csv(
+    State(state): Ui,
+    Extension(op): Extension<Operator>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run(&state, Some(&op), move |s| {
+        let f = query(&q)?;
+        let kind = report_kind(&f)?;
+        let report = make_report(s, kind)?;
+        let mut r =
+            axum::response::IntoResponse::into_response(crate::reports::csv::render(&report));
+        let h = r.headers_mut();
+        h.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static(crate::reports::csv::CONTENT_TYPE),
+        );
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!(
+            "attachment; filename=\"{}\"",
+            kind.file_name(report.date)
+        )) {
+            h.insert(axum::http::header::CONTENT_DISPOSITION, v);
+        }
+        Ok(r)
+    })
+    .await
+}
+
 /// Any other `/ui` path.
 pub async fn not_found(State(state): Ui, op: Option<Extension<Operator>>) -> Response {
     error_page(

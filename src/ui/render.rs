@@ -63,6 +63,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../ui/templates/webhooks.html"),
     ),
     ("about.html", include_str!("../../ui/templates/about.html")),
+    (
+        "reports.html",
+        include_str!("../../ui/templates/reports.html"),
+    ),
 ];
 
 const CSS: &str = include_str!("../../ui/assets/app.css");

@@ -18,6 +18,9 @@ use serde_json::{Value, json};
 
 /// The in-process intake for mail corpora and DKIM test keys (issue 9).
 pub mod intake;
+/// Seeds a store directly with clients and domains in any status (the reports' tests).
+pub mod seed;
+pub mod ui;
 
 /// Headless Chromium over WebDriver for the operator web page's journeys (issue 14).
 pub mod browser;
