@@ -20,7 +20,7 @@ fi
 echo "== mail stack (Postfix + Dovecot on 127.0.0.1)"
 scripts/mailstack.sh up
 
-echo "== test dependencies (the standardwebhooks verifier from PyPI)"
+echo "== test dependencies (standardwebhooks from PyPI; chromium, chromedriver and axe-core for the browser tests)"
 scripts/test-deps.sh
 
 echo "== cargo fmt --check"

@@ -22,6 +22,9 @@ pub mod intake;
 pub mod seed;
 pub mod ui;
 
+/// Headless Chromium over WebDriver for the operator web page's journeys (issue 14).
+pub mod browser;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_regmail");
 
