@@ -163,6 +163,7 @@ async fn every_page_renders_escaped_with_the_headers_and_no_get_changes_the_stor
     for (p, ty) in [
         ("/ui/assets/app.css", "text/css"),
         ("/ui/assets/app.js", "text/javascript"),
+        ("/ui/assets/favicon.svg", "image/svg+xml"),
     ] {
         let a = u.get(&anna, p).await;
         assert_eq!(a.status, StatusCode::OK, "{p}");

@@ -153,6 +153,7 @@ pub fn router(state: Arc<UiState>) -> Router {
         .route("/ui/logout", post(actions::logout))
         .route("/ui/assets/app.css", get(render::css))
         .route("/ui/assets/app.js", get(render::js))
+        .route("/ui/assets/favicon.svg", get(render::favicon))
         .route("/ui/domains", get(pages::domains))
         .route(
             "/ui/domains/bulk-retry",
