@@ -130,19 +130,25 @@ impl Store {
         now: Timestamp,
         decide: impl FnOnce(&Store) -> Result<(Extra, T), E>,
     ) -> Result<T, E> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let (extra, out) = decide(self)?;
-        let mut extra = Some(extra);
-        let mut take = |_: &Transition| extra.take().unwrap_or_default();
-        let policy = Policy::default();
-        let mut ids = NoIds;
-        let mut ctx = Ctx {
-            now,
-            ids: &mut ids,
-            policy: &policy,
+        let out = {
+            let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let (extra, out) = decide(self)?;
+            let mut extra = Some(extra);
+            let mut take = |_: &Transition| extra.take().unwrap_or_default();
+            let policy = Policy::default();
+            let mut ids = NoIds;
+            let mut ctx = Ctx {
+                now,
+                ids: &mut ids,
+                policy: &policy,
+            };
+            self.apply_locked(None, &mut ctx, Some(&mut take))
+                .map_err(E::from)?;
+            out
         };
-        self.apply_locked(None, &mut ctx, Some(&mut take))
-            .map_err(E::from)?;
+        // Durable before the caller answers (DESIGN.md inv. 1), like every other write: a
+        // notice posted and acknowledged must survive a SIGKILL right after.
+        self.durable().map_err(|e| E::from(ApplyError::Store(e)))?;
         Ok(out)
     }
 
