@@ -610,3 +610,61 @@ pub fn shown_message(ops: Ops<'_>, raw: &[u8]) -> ShownMessage {
 pub fn masked_raw(ops: Ops<'_>, raw: &[u8]) -> Vec<u8> {
     ops.redactor.raw(raw)
 }
+
+/// Queues again now every delivery to webhook endpoint `id` created at or after `since` that is
+/// not queued already (a replay), keeping their ids and attempts. Returns the ids and how many
+/// were queued. A disabled endpoint is refused: enable it first.
+pub fn replay_endpoint(
+    ops: Ops<'_>,
+    id: &str,
+    since: Timestamp,
+    now: Timestamp,
+) -> Result<(Vec<u64>, usize), OpError> {
+    use crate::notices::model::DeliveryState;
+    let e = ops
+        .store
+        .endpoint(id)
+        .map_err(OpError::from_store)?
+        .ok_or_else(|| OpError::not_found("id", format!("no webhook endpoint {id}")))?;
+    if !e.enabled {
+        return Err(OpError::conflict(
+            "id",
+            format!("endpoint {id} is disabled; enable it first"),
+        ));
+    }
+    let who = format!("endpoint:{id}");
+    let ids: Vec<u64> = ops
+        .store
+        .all_deliveries()
+        .map_err(OpError::from_store)?
+        .into_iter()
+        .filter(|d| d.recipient == who && d.created >= since && d.state != DeliveryState::Queued)
+        .map(|d| d.id)
+        .collect();
+    let n = ops
+        .store
+        .commit_extra::<usize, ApplyError>(now, |s| {
+            let mut writes = Vec::new();
+            let mut n = 0;
+            for id in &ids {
+                let Some(d) = s.delivery(*id)? else { continue };
+                let mut new = d.clone();
+                new.state = DeliveryState::Queued;
+                new.next_at = Some(now);
+                writes.extend(crate::store::notices::delivery_update(&d, &new));
+                n += 1;
+            }
+            Ok((
+                crate::store::Extra {
+                    notices: writes,
+                    ..crate::store::Extra::default()
+                },
+                n,
+            ))
+        })
+        .map_err(|e| OpError::from_apply(e, "id"))?;
+    if let Some(h) = ops.notices {
+        h.wake();
+    }
+    Ok((ids, n))
+}

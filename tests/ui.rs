@@ -163,6 +163,7 @@ async fn every_page_renders_escaped_with_the_headers_and_no_get_changes_the_stor
     for (p, ty) in [
         ("/ui/assets/app.css", "text/css"),
         ("/ui/assets/app.js", "text/javascript"),
+        ("/ui/assets/favicon.svg", "image/svg+xml"),
     ] {
         let a = u.get(&anna, p).await;
         assert_eq!(a.status, StatusCode::OK, "{p}");
@@ -769,4 +770,46 @@ fn the_daemon_serves_the_page_and_check_config_refuses_a_bad_token_file() {
     assert!(all.contains("ui.operators[0].token_file"), "{all}");
     assert!(all.contains("ui.operators[1].token_file"), "{all}");
     assert!(!all.contains(VIC), "the token itself is never shown");
+}
+
+#[tokio::test]
+async fn webhook_endpoints_are_listed_without_secrets_and_replayed() {
+    let u = UiWorld::new();
+    let anna = u.login(ANNA).await;
+    let bearer = format!("Bearer {API_TOKEN}");
+    let made = u
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            r#"{"url": "http://127.0.0.1:9/hook", "events": ["*"]}"#,
+        )
+        .await;
+    assert!(made.status.is_success(), "{}", made.body);
+    let v: serde_json::Value = serde_json::from_str(&made.body).expect("json");
+    let id = v["id"].as_str().expect("id").to_owned();
+    let page = u.get(&anna, "/ui/webhooks").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(&format!("data-endpoint=\"{id}\"")));
+    assert!(
+        !page.body.contains("whsec_"),
+        "a signing secret on the page"
+    );
+    let a = u
+        .post(&anna, &format!("/ui/webhooks/{id}/replay"), "hours=24")
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(a.header("location"), "/ui/webhooks?done=replayed-0");
+    let a = u
+        .post(&anna, "/ui/webhooks/ep_nope/replay", "hours=24")
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = u
+        .post(&anna, &format!("/ui/webhooks/{id}/replay"), "hours=9999")
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(a.body.contains("hours: "));
 }

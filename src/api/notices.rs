@@ -1128,20 +1128,9 @@ async fn replay_webhook(
         )
     })?;
     blocking(move || {
-        let e = find_endpoint(&state.store, &id)?;
-        if !e.enabled {
-            return Err(ApiError::conflict(
-                "id",
-                format!("endpoint {id} is disabled; enable it first"),
-            ));
-        }
-        let ids: Vec<u64> = endpoint_deliveries(&state.store, &id)?
-            .into_iter()
-            .filter(|d| d.created >= since && d.state != DeliveryState::Queued)
-            .map(|d| d.id)
-            .collect();
-        let n = requeue(&state.store, &ids, Timestamp::now())?;
-        wake(&state);
+        // Shared with the web page (src/operations.rs).
+        let (ids, n) =
+            crate::operations::replay_endpoint(state.ops(), &id, since, Timestamp::now())?;
         Ok(Json(json!({ "replayed": ids, "count": n })))
     })
     .await

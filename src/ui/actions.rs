@@ -614,3 +614,30 @@ pub async fn reload(State(state): Ui, Extension(op): Extension<Operator>, body: 
     })
     .await
 }
+
+// ---- webhooks
+
+/// `POST /ui/webhooks/{id}/replay` (`hours`, 1..=720, default 24): queues again the endpoint's
+/// deliveries of the last `hours` (the same as `POST /v1/webhooks/{id}/replay`).
+pub async fn replay(
+    State(state): Ui,
+    Extension(op): Extension<Operator>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let f = match form_or_page(&state, Some(&op), body).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    run(&state, Some(&op), move |s| {
+        f.only(&["hours"]).map_err(field_err)?;
+        let hours = f.number("hours", 1, 720, 24).map_err(field_err)? as i64;
+        let now = jiff::Timestamp::now();
+        let since = now
+            .checked_sub(jiff::SignedDuration::from_hours(hours))
+            .map_err(|e| OpError::invalid("hours", e.to_string()))?;
+        let (_, n) = operations::replay_endpoint(s.shared.ops(), &id, since, now)?;
+        Ok(see_other(&format!("/ui/webhooks?done=replayed-{n}")))
+    })
+    .await
+}

@@ -153,6 +153,7 @@ pub fn router(state: Arc<UiState>) -> Router {
         .route("/ui/logout", post(actions::logout))
         .route("/ui/assets/app.css", get(render::css))
         .route("/ui/assets/app.js", get(render::js))
+        .route("/ui/assets/favicon.svg", get(render::favicon))
         .route("/ui/domains", get(pages::domains))
         .route(
             "/ui/domains/bulk-retry",
@@ -179,6 +180,7 @@ pub fn router(state: Arc<UiState>) -> Router {
         .route("/ui/rules/reload", post(actions::reload))
         .route("/ui/notices", get(pages::notices))
         .route("/ui/webhooks", get(pages::webhooks))
+        .route("/ui/webhooks/{id}/replay", post(actions::replay))
         .route("/ui/about", get(pages::about))
         .route("/ui/reports", get(pages::reports))
         .route("/ui/reports/download", get(pages::report_csv))

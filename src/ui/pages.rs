@@ -90,8 +90,14 @@ fn flash(f: &Fields) -> Value {
         "assigned" => "Assigned: the reply was applied to its request.".to_owned(),
         "dismissed" => "Dismissed.".to_owned(),
         "reloaded" => "Reloaded: the new rules and templates are in force.".to_owned(),
-        other => match other.strip_prefix("bulk-retried-") {
-            Some(n) if n.parse::<u64>().is_ok() => format!("Retried {n} domains."),
+        other => match (
+            other.strip_prefix("bulk-retried-"),
+            other.strip_prefix("replayed-"),
+        ) {
+            (Some(n), _) if n.parse::<u64>().is_ok() => format!("Retried {n} domains."),
+            (_, Some(n)) if n.parse::<u64>().is_ok() => {
+                format!("Replayed {n} deliveries: they are queued again.")
+            }
             _ => return Value::Null,
         },
     };
@@ -1483,9 +1489,15 @@ pub async fn notices(State(state): Ui, Extension(op): Extension<Operator>) -> Re
 }
 
 /// `GET /ui/webhooks`: the endpoints, their state and failures (never their secrets).
-pub async fn webhooks(State(state): Ui, Extension(op): Extension<Operator>) -> Response {
+pub async fn webhooks(
+    State(state): Ui,
+    Extension(op): Extension<Operator>,
+    RawQuery(q): RawQuery,
+) -> Response {
     let o = op.clone();
     run(&state, Some(&op), move |s| {
+        let f = query(&q)?;
+        f.only(&["done"]).map_err(field_err)?;
         let store = &s.shared.store;
         let deliveries = store.all_deliveries().map_err(st)?;
         let rows: Vec<Value> = store
@@ -1526,7 +1538,7 @@ pub async fn webhooks(State(state): Ui, Extension(op): Extension<Operator>) -> R
             Some(&o),
             StatusCode::OK,
             "webhooks.html",
-            json!({ "title": "Webhook endpoints", "endpoints": rows }),
+            json!({ "title": "Webhook endpoints", "flash": flash(&f), "endpoints": rows }),
         ))
     })
     .await

@@ -71,6 +71,7 @@ const TEMPLATES: &[(&str, &str)] = &[
 
 const CSS: &str = include_str!("../../ui/assets/app.css");
 const JS: &str = include_str!("../../ui/assets/app.js");
+const FAVICON: &str = include_str!("../../ui/assets/favicon.svg");
 
 /// The compiled templates.
 pub struct Templates {
@@ -173,6 +174,11 @@ pub async fn js() -> Response {
         JS,
     )
         .into_response()
+}
+
+/// `GET /ui/assets/favicon.svg` (linked from every page, so the browser asks nothing else).
+pub async fn favicon() -> Response {
+    ([(header::CONTENT_TYPE, "image/svg+xml")], FAVICON).into_response()
 }
 
 #[cfg(test)]
