@@ -174,6 +174,19 @@ fn a_year_of_two_domains_on_the_test_clock_through_postfix_and_dovecot() {
     assert_eq!(dates, want, "{p:#}");
     assert_eq!(of_a[0]["recipients"][0]["address"], OWNER);
     assert_eq!(of_a[0]["notice"], "domain.expiry_reminder");
+    // The CLI shows the same, as a table (wide enough for the addresses).
+    let cli = common::run_cli_env(
+        &d.config_path,
+        &["lifecycle", "preview", "--days", "100"],
+        &[("COLUMNS", "250")],
+    );
+    assert_eq!(cli.code, 0, "{}", cli.stderr);
+    let line = cli
+        .stdout
+        .lines()
+        .find(|l| l.contains(&day(10).to_string()) && l.contains(a.as_str()))
+        .unwrap_or_else(|| panic!("no day-10 line for {a}:\n{}", cli.stdout));
+    assert!(line.contains("reminder") && line.contains(OWNER), "{line}");
     // Nothing was written by the preview.
     assert_eq!(count(OWNER, &reminders(&a)), 0);
 

@@ -257,3 +257,126 @@ impl Store {
         Ok(fanout(nt, &users, &operators, &self.endpoints()?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{
+        ClientId, Contact, Ctx, DomainOrder, Event, Handle, IdSource, NewClient, Person,
+        Registrant, RequestId, Resolution,
+    };
+
+    struct Ids(u128);
+    impl IdSource for Ids {
+        fn request_id(&mut self) -> RequestId {
+            self.0 += 1;
+            RequestId(uuid::Uuid::from_u128(self.0))
+        }
+    }
+
+    fn apply(store: &Store, now: Timestamp, e: Event) {
+        let policy = Policy::default();
+        let mut ids = Ids(u128::from(store.log_seq().unwrap_or(0)) + 1000);
+        let mut ctx = Ctx {
+            now,
+            ids: &mut ids,
+            policy: &policy,
+        };
+        store.apply(e, &mut ctx).expect("apply");
+    }
+
+    #[test]
+    fn the_due_index_follows_every_write_and_a_pass_reads_only_due_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s"), 8 << 20).expect("store");
+        let policy = Policy::default();
+        store.set_policy(policy.clone());
+        let now: Timestamp = "2030-01-01T09:00:00Z".parse().expect("now");
+        let today = jiff::civil::date(2030, 1, 1);
+        apply(
+            &store,
+            now,
+            Event::CreateClient(NewClient {
+                id: ClientId::parse("c").expect("id"),
+                registrant: Registrant::Person(Person {
+                    fio_ru: "Иванов".into(),
+                    fio_en: "Ivanov".into(),
+                    passport: vec!["1".into()],
+                    birth_date: jiff::civil::date(1980, 1, 1),
+                    postal_addr: vec!["Москва".into()],
+                    phone: "+7 495 1234567".into(),
+                    fax: None,
+                    email: "a@example.ru".into(),
+                    is_protected: true,
+                    is_resident: true,
+                    inn: None,
+                }),
+                contact: Contact {
+                    name: "I".into(),
+                    email: "a@example.ru".into(),
+                    phone: None,
+                },
+                existing_handle: Some(Handle::parse("C_1_1-GPT").expect("handle")),
+            }),
+        );
+        let plus = |n: i64| today.checked_add(jiff::Span::new().days(n)).expect("date");
+        for (name, e) in [("a.com", plus(100)), ("b.com", plus(200))] {
+            apply(
+                &store,
+                now,
+                Event::OrderDomain(DomainOrder {
+                    name: DomainName::parse(name).expect("name"),
+                    client_id: ClientId::parse("c").expect("id"),
+                    years: 1,
+                    nameservers: Vec::new(),
+                    order_id: name.into(),
+                    description: Vec::new(),
+                    paid: true,
+                    auto_renew: false,
+                }),
+            );
+            apply(
+                &store,
+                now,
+                Event::Resolve {
+                    domain: DomainName::parse(name).expect("name"),
+                    outcome: Resolution::Registered { expires: Some(e) },
+                    note: "test".into(),
+                },
+            );
+        }
+        let a = DomainName::parse("a.com").expect("a");
+        assert_eq!(store.due_date(&a).expect("due"), Some(plus(10)));
+        // Nothing is due today: one key read (the first one, past today), nothing done.
+        let r = crate::lifecycle::run_pass(&store, &policy, now).expect("pass");
+        assert_eq!((r.due, r.keys_read, r.events), (0, 1, 0), "{r:?}");
+        // On day 10 only a.com is due: its 90-day reminder goes, its key moves to day 40.
+        let day10 = now + jiff::SignedDuration::from_hours(24 * 10);
+        let r = crate::lifecycle::run_pass(&store, &policy, day10).expect("pass");
+        assert_eq!((r.due, r.reminders_sent), (1, 1), "{r:?}");
+        assert!(r.keys_read <= 2, "{r:?}");
+        assert_eq!(store.due_date(&a).expect("due"), Some(plus(40)));
+        let marks = store.reminder_marks(&a, plus(100)).expect("marks");
+        assert_eq!(marks.len(), 1);
+        assert_eq!(marks[0].offset, 90);
+        // The preview from day 10 over 100 days: a.com's four other reminders, its expiry,
+        // b.com's first reminder; nothing written.
+        let p = crate::lifecycle::preview(&store, &policy, day10, 100).expect("preview");
+        let of_a: Vec<&str> = p
+            .iter()
+            .filter(|i| i.domain == "a.com")
+            .map(|i| i.action.as_str())
+            .collect();
+        assert_eq!(
+            of_a,
+            ["reminder", "reminder", "reminder", "reminder", "expire"]
+        );
+        assert!(
+            p.iter()
+                .any(|i| i.domain == "b.com" && i.action == "reminder")
+        );
+        assert_eq!(p[0].recipients[0].address, "a@example.ru");
+        assert_eq!(store.due_date(&a).expect("due"), Some(plus(40)));
+        assert_eq!(store.reminder_marks(&a, plus(100)).expect("marks").len(), 1);
+    }
+}
