@@ -13,6 +13,7 @@ pub mod health;
 pub mod idsource;
 pub mod inbound;
 pub mod logging;
+pub mod memory;
 pub mod notices;
 pub mod outbound;
 pub mod preflight;

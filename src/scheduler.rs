@@ -119,17 +119,51 @@ pub async fn run(
         if renew_now.is_some() {
             last_renewal_check = Some(std::time::Instant::now());
         }
-        let (store, policy) = (store.clone(), policy.clone());
-        let joined = tokio::task::spawn_blocking(move || {
+        let (pass_store, policy) = (store.clone(), policy.clone());
+        let pass = tokio::task::spawn_blocking(move || {
             let now = Timestamp::now();
-            fire_due_deadlines(&store, &policy, now);
-            if let Some(auto) = renew_now {
-                request_auto_renewals(&store, &policy, now, &auto);
+            // One flush for the pass (group commit, src/store/durable.rs): thousands of
+            // renewals falling due together (a fresh portfolio import) are not thousands of
+            // fsyncs. Nobody is told of one before the pass ends, and the outbox flushes
+            // before it sends anything, so a crash mid-pass loses only unsent requests, which
+            // the next pass asks for again.
+            let flushed = pass_store.batch(|| {
+                fire_due_deadlines(&pass_store, &policy, now);
+                if let Some(auto) = renew_now {
+                    request_auto_renewals(&pass_store, &policy, now, &auto);
+                }
+            });
+            if let Err(e) = flushed {
+                tracing::error!(error = %e, "flushing the scheduler's writes failed");
             }
-        })
-        .await;
+        });
+        let joined = wait_for_pass(pass, &store, &heartbeat).await;
         if let Err(e) = joined {
             tracing::error!(error = %e, "the deadline check failed");
+        }
+    }
+}
+
+/// Waits for a scheduler pass, beating while the store makes progress. A long pass (thousands
+/// of renewals falling due at once, or one that waits for the writer lock while a portfolio
+/// import writes its chunks) is busy, not hung: it is reported stuck only when a whole
+/// allowance passes without a single write committing anywhere in the store (issue 13).
+async fn wait_for_pass<T>(
+    mut pass: tokio::task::JoinHandle<T>,
+    store: &Store,
+    heartbeat: &crate::health::Worker,
+) -> Result<T, tokio::task::JoinError> {
+    let mut seen = store.commits();
+    loop {
+        tokio::select! {
+            done = &mut pass => return done,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                let now = store.commits();
+                if now != seen {
+                    seen = now;
+                    heartbeat.beat();
+                }
+            }
         }
     }
 }

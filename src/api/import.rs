@@ -136,6 +136,9 @@ fn run(state: &AppState, body: &[u8], now: Timestamp) -> Result<Json<Value>, Api
             .apply_built(|_| Ok::<_, ApiError>(t), now)
             .map_err(|e| ApiError::from_apply(e, "body"))??;
     }
+    // The parsed rows and chunks of a large body are freed now: hand the memory back.
+    drop(rows);
+    crate::memory::release_free_memory();
     report.rejected.sort_by_key(|r| r.line);
     let rejections: Vec<Value> = report
         .rejected
