@@ -17,6 +17,7 @@ mod init;
 mod log;
 mod notices;
 mod ops;
+mod report;
 mod rules;
 pub mod table;
 
@@ -247,6 +248,12 @@ pub enum Command {
         #[command(subcommand)]
         action: ops::ClientAction,
     },
+    /// Reseller reports: expiring, expired, deleted (src/cli/report.rs).
+    Report {
+        /// Which report.
+        #[command(subcommand)]
+        kind: report::ReportKind,
+    },
     /// Create the secret files the systemd unit loads as credentials (API token, registrar
     /// password; passwords are read from standard input), mode 0600.
     Init(init::InitArgs),
@@ -378,6 +385,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let out = &mut std::io::stdout();
     match cli.command {
         Command::Notice(cmd) => notices::run(cmd, &client, cli.json, out)?,
+        Command::Report { kind } => report::run(kind, &client, cli.json, out)?,
         Command::Status { domain } => {
             let v = client.get(&format!("/v1/domains/{}", enc(&domain)))?;
             if cli.json {

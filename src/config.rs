@@ -12,7 +12,9 @@ use secrecy::SecretString;
 use crate::core::{Policy, ReplyDeadlines};
 
 pub mod notices;
+pub mod reports;
 pub use notices::NoticesConfig;
+pub use reports::ReportsConfig;
 
 /// The environment variable that carries the API token (wins over `[api] token_file`).
 pub const TOKEN_ENV: &str = "REGMAIL_API_TOKEN";
@@ -243,6 +245,8 @@ pub struct Config {
     pub log_filter: String,
     /// `[notices]`: users' and operators' notices, e-mail and webhooks.
     pub notices: NoticesConfig,
+    /// `[reports]`: the daily reseller report e-mail (src/config/reports.rs).
+    pub reports: ReportsConfig,
     /// Where the file was read from (None: embedded defaults).
     pub source: Option<PathBuf>,
     /// What a reply or bounce must prove (`[registrar] authentication`, `[inbound]
@@ -295,6 +299,7 @@ impl Config {
             "renewal",
             "log",
             "notices",
+            "reports",
         ];
         for key in root.keys() {
             if !known.contains(&key.as_str()) {
@@ -845,6 +850,7 @@ impl Config {
 
         let trust = read_trust(&mut r, &reg, &ib, &ob, &registrar.callback, &smtp);
         let notices = notices::read(&mut r, &root, &base, api.listen, &registrar.message_id_host);
+        let reports = reports::read(&mut r, &root, &notices);
 
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
@@ -852,6 +858,7 @@ impl Config {
         Ok(Config {
             trust,
             notices,
+            reports,
             store,
             api,
             registrar,

@@ -167,6 +167,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     app.source_poll = intake_poll;
     app.redactor = redactor;
     app.notices = Some(hub.clone());
+    app.report_tz = config.reports.timezone.clone();
     let state = Arc::new(app);
     drop(token);
 
@@ -222,6 +223,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
         .run(stop_rx.clone()),
     );
+    // The daily report e-mail, when `[reports] recipients` names someone (src/reports/mail.rs).
+    let reports = if config.reports.recipients.is_empty() {
+        None
+    } else {
+        let mailer = crate::reports::mail::ReportMailer {
+            store: store.clone(),
+            config: config.reports.clone(),
+            transport: crate::reports::mail::transport(&config).map_err(anyhow::Error::msg)?,
+            retry: config.notices.email_schedule.clone(),
+        };
+        Some(tokio::spawn(scheduler::run_reports(
+            mailer,
+            Duration::from_secs(1),
+            stop_rx.clone(),
+        )))
+    };
     let processor: Arc<dyn Processor> = intake.clone();
     let source_name;
     let source = match &config.inbound.source {
@@ -299,6 +316,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     let _ = sched.await;
     let _ = retention.await;
+    if let Some(r) = reports {
+        let _ = tokio::time::timeout(Duration::from_secs(10), r).await;
+    }
     let _ = pinger.await;
     let _ = notifier.await;
     // The workers finish the message in hand; a bound keeps shutdown bounded.

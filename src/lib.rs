@@ -19,6 +19,7 @@ pub mod outbound;
 pub mod preflight;
 pub mod redact;
 pub mod reload;
+pub mod reports;
 pub mod sandbox;
 pub mod scheduler;
 pub mod store;

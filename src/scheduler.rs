@@ -265,6 +265,26 @@ pub async fn run_retention(
     }
 }
 
+/// Drives the daily report e-mail (src/reports/mail.rs): one look at the clock every `tick`
+/// (the mailer decides whether today's report is due and not sent yet) until `stop`.
+pub async fn run_reports(
+    mut mailer: crate::reports::mail::ReportMailer,
+    tick: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        mailer.tick(Timestamp::now()).await;
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            mailer.close().await;
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

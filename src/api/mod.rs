@@ -7,6 +7,7 @@ pub mod inbound;
 pub mod input;
 pub mod notices;
 pub mod ops;
+pub mod reports;
 pub mod server;
 pub mod strict_json;
 pub mod views;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub redactor: Arc<crate::redact::Redactor>,
     /// The notice engine's templates, channel wake-ups and counters (None: not running).
     pub notices: Option<crate::notices::NoticeHub>,
+    /// The time zone of the reports' "today" (`[reports] timezone`, src/api/reports.rs).
+    pub report_tz: jiff::tz::TimeZone,
 }
 
 impl AppState {
@@ -93,6 +96,7 @@ impl AppState {
             source_poll: std::time::Duration::from_secs(60),
             redactor: Arc::new(crate::redact::Redactor::new([token.expose_secret()])),
             notices: None,
+            report_tz: jiff::tz::TimeZone::UTC,
         }
     }
 }
@@ -128,6 +132,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/reload", post(inbound::reload))
         .route("/import", post(import::import))
         .merge(notices::routes())
+        .merge(reports::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(ops::healthz))
@@ -191,6 +196,11 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
+}
+
+/// The daemon's "now" for handlers.
+fn now() -> Timestamp {
+    Timestamp::now()
 }
 
 /// Applies an event now, as the daemon does.

@@ -1331,7 +1331,7 @@ pub fn metrics_text(state: &AppState) -> String {
 }
 
 /// Refuses a query parameter outside `known`, naming it and listing the known ones.
-fn only_params(q: &BTreeMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+pub(super) fn only_params(q: &BTreeMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
     match q.keys().find(|k| !known.contains(&k.as_str())) {
         Some(k) => Err(ApiError::invalid(
             k,

@@ -6,6 +6,7 @@ mod codec;
 mod durable;
 pub mod inbox;
 pub mod notices;
+pub mod reports;
 
 use std::path::Path;
 use std::sync::Mutex;

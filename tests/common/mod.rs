@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 
 /// The in-process intake for mail corpora and DKIM test keys (issue 9).
 pub mod intake;
+/// Seeds a store directly with clients and domains in any status (the reports' tests).
+pub mod seed;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_regmail");
