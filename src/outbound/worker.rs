@@ -157,18 +157,25 @@ impl OutboxWorker {
         }
     }
 
-    /// Records the queued send results: each its own transaction, one flush for all of them
-    /// (group commit, src/store/durable.rs). A crash before the flush forgets at most these
-    /// results; their requests are still Queued and go out again with the same Message-ID
-    /// (DESIGN.md inv. 3: outbound is at-least-once).
+    /// Records the queued send results, each its own transaction, without a flush of their
+    /// own: they ride on the next one (an API write's group commit, the flush before the next
+    /// send, or sled's own every 500 ms; src/store/durable.rs), so a steady stream of orders
+    /// costs one flush each, not two. A crash before that flush forgets at most these results;
+    /// their requests are still Queued and go out again with the same Message-ID (DESIGN.md
+    /// inv. 3: outbound is at-least-once; the `dir` transport rewrites the same file).
     async fn record(&mut self) {
         if self.results.is_empty() {
             return;
         }
         let events = std::mem::take(&mut self.results);
+        // "May or may not have been sent" must not be forgotten: a lost SendUnknown would
+        // send again by itself what an operator is meant to decide on (DESIGN.md inv. 3).
+        let must_flush = events
+            .iter()
+            .any(|e| matches!(e, Event::SendUnknown { .. }));
         let (store, policy) = (self.store.clone(), self.policy.clone());
         let res = tokio::task::spawn_blocking(move || {
-            store.batch(|| {
+            let write = || {
                 for event in events {
                     let label = format!("{event:?}").chars().take(60).collect::<String>();
                     let mut ids = UuidIds;
@@ -181,7 +188,13 @@ impl OutboxWorker {
                         tracing::error!(error = %e, event = %label, "recording a send result failed");
                     }
                 }
-            })
+            };
+            if must_flush {
+                store.batch(write)
+            } else {
+                store.write_lazily(write);
+                Ok(())
+            }
         })
         .await;
         match res {

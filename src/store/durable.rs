@@ -95,6 +95,23 @@ impl Store {
         Ok(out)
     }
 
+    /// Runs `f` with every write it makes on this thread left for the next flush, whoever
+    /// makes it: a writer's group commit, [`Store::flush`], or sled's own flush every 500 ms.
+    /// Only for records whose loss in a crash is repaired by doing the work again (the outbox
+    /// worker's send results: the request is still Queued and goes out again with the same
+    /// Message-ID, DESIGN.md inv. 3), and never for anything a caller is told about.
+    pub fn write_lazily<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Depth;
+        impl Drop for Depth {
+            fn drop(&mut self) {
+                BATCH_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+            }
+        }
+        BATCH_DEPTH.with(|d| d.set(d.get() + 1));
+        let _depth = Depth;
+        f()
+    }
+
     /// Writes a transition built by `build` from the store's current state, read under the
     /// writer lock (so nothing changes between the reading and the commit), then makes it
     /// durable. Used by bulk operations (the portfolio import) that build many entities at
