@@ -15,6 +15,7 @@ pub mod idsource;
 pub mod inbound;
 pub mod lifecycle;
 pub mod logging;
+pub mod memory;
 pub mod notices;
 pub mod operations;
 pub mod outbound;

@@ -69,9 +69,13 @@ pub async fn run(
             last_shout = Some(std::time::Instant::now());
         }
         let (store2, policy2) = (store.clone(), policy.clone());
-        let joined = tokio::task::spawn_blocking(move || {
+        let pass = tokio::task::spawn_blocking(move || {
             let now = crate::clock::now();
-            fire_due_deadlines(&store2, &policy2, now);
+            // One flush for the deadlines (group commit, src/store/durable.rs): nobody is told
+            // of one before the pass ends, and the outbox flushes before it sends anything.
+            if let Err(e) = store2.batch(|| fire_due_deadlines(&store2, &policy2, now)) {
+                tracing::error!(error = %e, "flushing the scheduler's writes failed");
+            }
             if pass_now {
                 if let Some(c) = crate::clock::test_clock()
                     && shout
@@ -82,8 +86,8 @@ pub async fn run(
                     tracing::error!(error = %e, "the lifecycle pass failed");
                 }
             }
-        })
-        .await;
+        });
+        let joined = wait_for_pass(pass, &store, &heartbeat).await;
         if let Err(e) = joined {
             tracing::error!(error = %e, "the deadline check failed");
         }
@@ -93,6 +97,30 @@ pub async fn run(
         }
         if *stop.borrow() {
             return;
+        }
+    }
+}
+
+/// Waits for a scheduler pass, beating while the store makes progress. A long pass (thousands
+/// of renewals falling due at once, or one that waits for the writer lock while a portfolio
+/// import writes its chunks) is busy, not hung: it is reported stuck only when a whole
+/// allowance passes without a single write committing anywhere in the store (issue 13).
+async fn wait_for_pass<T>(
+    mut pass: tokio::task::JoinHandle<T>,
+    store: &Store,
+    heartbeat: &crate::health::Worker,
+) -> Result<T, tokio::task::JoinError> {
+    let mut seen = store.commits();
+    loop {
+        tokio::select! {
+            done = &mut pass => return done,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                let now = store.commits();
+                if now != seen {
+                    seen = now;
+                    heartbeat.beat();
+                }
+            }
         }
     }
 }

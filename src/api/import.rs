@@ -136,6 +136,9 @@ fn run(state: &AppState, body: &[u8], now: Timestamp) -> Result<Json<Value>, Api
             .apply_built(|_| Ok::<_, ApiError>(t), now)
             .map_err(|e| ApiError::from_apply(e, "body"))??;
     }
+    // The parsed rows and chunks of a large body are freed now: hand the memory back.
+    drop(rows);
+    crate::memory::release_free_memory();
     report.rejected.sort_by_key(|r| r.line);
     let rejections: Vec<Value> = report
         .rejected
@@ -239,6 +242,21 @@ struct Overlay<'a> {
     domains: HashMap<DomainName, Domain>,
 }
 
+impl Overlay<'_> {
+    /// The client as the chunk sees it, read from the store once per chunk (a client's ten
+    /// or thousand domain rows do not decode its record each time).
+    fn client_cached(&mut self, id: &ClientId) -> Result<Option<Client>, ViewError> {
+        if let Some(c) = self.clients.get(id) {
+            return Ok(Some(c.clone()));
+        }
+        let c = StateView::client(self.store, id)?;
+        if let Some(c) = &c {
+            self.clients.insert(id.clone(), c.clone());
+        }
+        Ok(c)
+    }
+}
+
 impl StateView for Overlay<'_> {
     fn client(&self, id: &ClientId) -> Result<Option<Client>, ViewError> {
         match self.clients.get(id) {
@@ -317,7 +335,7 @@ fn build_chunk(
             }
             Row::Domain(row) => {
                 let existing = view.domain(&row.name);
-                let client = view.client(&row.client_id);
+                let client = view.client_cached(&row.client_id);
                 let (existing, client) = match (existing, client) {
                     (Ok(d), Ok(c)) => (d, c),
                     (Err(e), _) | (_, Err(e)) => {

@@ -62,7 +62,12 @@ pub struct OutboxWorker {
     deferred: HashMap<RequestId, (u32, std::time::Instant)>,
     /// Counters, and this worker's heartbeat (for the watchdog).
     health: Option<(Arc<crate::health::Health>, Arc<crate::health::Worker>)>,
+    /// Send results not recorded yet (written by `record`, at the latest when a drain ends).
+    results: Vec<Event>,
 }
+
+/// Most send results recorded under one flush.
+const RECORD_BATCH: usize = 32;
 
 /// Renders the request `id` as it would be sent now.
 pub fn render_request(
@@ -109,6 +114,7 @@ impl OutboxWorker {
             backoff,
             deferred: HashMap::new(),
             health: None,
+            results: Vec::new(),
         }
     }
 
@@ -141,24 +147,48 @@ impl OutboxWorker {
         }
     }
 
-    async fn apply(&self, event: Event) {
+    /// Queues the record of a send result; [`Self::record`] writes them (at most
+    /// [`RECORD_BATCH`] wait, and none outlives the drain that sent them).
+    async fn apply(&mut self, event: Event) {
+        self.results.push(event);
+        if self.results.len() >= RECORD_BATCH {
+            self.record().await;
+        }
+    }
+
+    /// Records the queued send results, each its own transaction, under ONE flush (at most
+    /// [`RECORD_BATCH`] of them, and never later than the end of the drain that sent them).
+    /// A crash before that flush forgets at most these results; their requests are still
+    /// Queued and go out again with the same Message-ID (DESIGN.md inv. 3: outbound is
+    /// at-least-once; the `dir` transport rewrites the same file). Results are not left to
+    /// ride on some later flush: that would widen the window of a silent resend.
+    async fn record(&mut self) {
+        if self.results.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut self.results);
         let (store, policy) = (self.store.clone(), self.policy.clone());
-        let label = format!("{event:?}").chars().take(60).collect::<String>();
         let res = tokio::task::spawn_blocking(move || {
-            let mut ids = UuidIds;
-            let mut ctx = Ctx {
-                now: crate::clock::now(),
-                ids: &mut ids,
-                policy: &policy,
+            let write = || {
+                for event in events {
+                    let label = format!("{event:?}").chars().take(60).collect::<String>();
+                    let mut ids = UuidIds;
+                    let mut ctx = Ctx {
+                        now: crate::clock::now(),
+                        ids: &mut ids,
+                        policy: &policy,
+                    };
+                    if let Err(e) = store.apply(event, &mut ctx) {
+                        tracing::error!(error = %e, event = %label, "recording a send result failed");
+                    }
+                }
             };
-            store.apply(event, &mut ctx).map(|_| ())
+            store.batch(write)
         })
         .await;
         match res {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, event = %label, "recording a send result failed")
-            }
+            Ok(Err(e)) => tracing::error!(error = %e, "flushing the send results failed"),
             Err(e) => tracing::error!(error = %e, "the store task failed"),
         }
     }
@@ -172,6 +202,24 @@ impl OutboxWorker {
                 return 0;
             }
         };
+        // A request read here may have committed inside a batch (a scheduler pass, an IMAP
+        // batch) that has not flushed yet: nothing goes to the registrar before the write that
+        // wants it is on disk, or a crash could forget a request the registrar already has
+        // (and the next pass would ask again). sled's flush returns at once when all is stable.
+        if !ids.is_empty() {
+            let store = self.store.clone();
+            match tokio::task::spawn_blocking(move || store.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "flushing the store before sending failed");
+                    return 0;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the store task failed");
+                    return 0;
+                }
+            }
+        }
         let now = std::time::Instant::now();
         let mut handed = 0;
         for id in ids {
@@ -246,6 +294,7 @@ impl OutboxWorker {
                 }
             }
         }
+        self.record().await;
         handed
     }
 

@@ -53,6 +53,12 @@ impl Store {
         self.committed.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// How many writes have committed since the store was opened: a progress mark for the
+    /// watchdog (a worker waiting for a busy store is not hung while this grows).
+    pub fn commits(&self) -> u64 {
+        self.committed.load(Ordering::SeqCst)
+    }
+
     /// Makes every write committed so far durable, sharing one flush with concurrent callers
     /// (group commit). Inside [`Store::batch`] it does nothing: the batch flushes at its end.
     pub(super) fn durable(&self) -> Result<(), StoreError> {
