@@ -18,7 +18,7 @@ use crate::notices::render::{Envelope, email};
 use crate::notices::unsubscribe;
 use crate::outbound::render::RenderedRequest;
 use crate::outbound::transport::{SendOutcome, Transport};
-use crate::store::notices::delivery_update;
+use crate::store::notices::attempt_update;
 use crate::store::{Extra, Store};
 
 /// The e-mail channel worker.
@@ -147,10 +147,10 @@ impl EmailChannel {
         tracing::info!(delivery = id, notice = d.notice, state = new.state.as_str(), detail = %text, "notice e-mail");
         let s = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            s.commit_extra(now, |_| {
+            s.commit_extra(now, |s| {
                 Ok::<_, crate::store::ApplyError>((
                     Extra {
-                        notices: delivery_update(&d, &new),
+                        notices: attempt_update(s, &d, &new)?,
                         ..Extra::default()
                     },
                     (),

@@ -23,7 +23,7 @@ use crate::notices::NoticeHub;
 use crate::notices::model::{Attempt, Channel, Delivery, DeliveryState, Endpoint};
 use crate::notices::render::webhook_body as body;
 use crate::notices::sign::signature;
-use crate::store::notices::{delivery_update, endpoint_write};
+use crate::store::notices::{attempt_update, endpoint_write};
 use crate::store::{Extra, Store};
 
 /// How many webhook POSTs run at once.
@@ -297,7 +297,7 @@ impl WebhookChannel {
             };
             Ok::<_, crate::store::ApplyError>((
                 Extra {
-                    notices: delivery_update(old, new),
+                    notices: attempt_update(s, old, new)?,
                     users: merged.iter().map(endpoint_write).collect(),
                     ..Extra::default()
                 },

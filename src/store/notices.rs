@@ -505,6 +505,30 @@ pub fn delivery_update(old: &Delivery, new: &Delivery) -> Vec<Write> {
     w
 }
 
+/// The writes that record one attempt's outcome (`new`, computed from `old` as it was read
+/// before the attempt) against the delivery as it is NOW, read under the writer lock. A
+/// replay that came while the attempt was on the wire left the delivery Queued with a new due
+/// time: the attempt is recorded, but the delivery stays Queued for the replay, so a replay is
+/// never swallowed by an attempt that was already under way (and no queue key is orphaned).
+pub fn attempt_update(
+    store: &Store,
+    old: &Delivery,
+    new: &Delivery,
+) -> Result<Vec<Write>, StoreError> {
+    let Some(current) = store.delivery(old.id)? else {
+        return Ok(delivery_update(old, new));
+    };
+    if current == *old {
+        return Ok(delivery_update(old, new));
+    }
+    let mut merged = new.clone();
+    if current.state == DeliveryState::Queued {
+        merged.state = DeliveryState::Queued;
+        merged.next_at = current.next_at;
+    }
+    Ok(delivery_update(&current, &merged))
+}
+
 /// The write of a user (or its removal).
 pub fn user_write(u: &User) -> Write {
     (user_key(&u.client, &u.id), Some(encode(u)))
@@ -513,4 +537,91 @@ pub fn user_write(u: &User) -> Write {
 /// The write of an endpoint.
 pub fn endpoint_write(e: &Endpoint) -> Write {
     (endpoint_key(&e.id), Some(encode(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notices::model::{Attempt, Channel, Delivery, DeliveryState, Language};
+
+    fn commit(store: &Store, now: Timestamp, writes: Vec<Write>) {
+        let r = store.commit_extra(now, |_| {
+            Ok::<_, ApplyError>((
+                Extra {
+                    notices: writes,
+                    ..Extra::default()
+                },
+                (),
+            ))
+        });
+        assert!(r.is_ok(), "{r:?}");
+    }
+
+    /// A replay that lands while an attempt is on the wire is not swallowed by the attempt's
+    /// outcome: the delivery stays Queued at the replay's time, with the attempt recorded, and
+    /// only the replay's queue key is left.
+    #[test]
+    fn a_replay_during_an_attempt_keeps_the_delivery_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 4 << 20).unwrap();
+        let t0: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        let t1: Timestamp = "2026-12-01T10:00:05Z".parse().unwrap();
+        let queued = Delivery {
+            id: 7,
+            notice: 1,
+            channel: Channel::Webhook,
+            recipient: "endpoint:ep_1".into(),
+            address: "http://127.0.0.1:9/hook".into(),
+            language: Language::En,
+            unsubscribe: None,
+            state: DeliveryState::Queued,
+            attempts: Vec::new(),
+            next_at: Some(t0),
+            bounce: None,
+            created: t0,
+        };
+        commit(&store, t0, delivery_update(&queued, &queued));
+        // The worker read `queued` and is sending; meanwhile an operator replays it.
+        let mut replayed = queued.clone();
+        replayed.next_at = Some(t1);
+        commit(&store, t1, delivery_update(&queued, &replayed));
+        // The attempt succeeds and records its outcome, computed from what it read.
+        let mut sent = queued.clone();
+        sent.attempts.push(Attempt {
+            at: t0,
+            status: Some(200),
+            latency_ms: 3,
+            answer: String::new(),
+            ok: true,
+        });
+        sent.state = DeliveryState::Sent;
+        sent.next_at = None;
+        let writes = attempt_update(&store, &queued, &sent).unwrap();
+        commit(&store, t1, writes);
+        let now = store.delivery(7).unwrap().unwrap();
+        assert_eq!(now.state, DeliveryState::Queued, "the replay was swallowed");
+        assert_eq!(now.next_at, Some(t1));
+        assert_eq!(now.attempts.len(), 1, "the attempt is recorded");
+        let due = store.due_deliveries(Channel::Webhook, t1, 10).unwrap();
+        assert_eq!(due, vec![7], "exactly the replay's queue key remains");
+        // Without a replay in between, the outcome is recorded as computed.
+        let writes = attempt_update(&store, &now, &{
+            let mut s = now.clone();
+            s.state = DeliveryState::Sent;
+            s.next_at = None;
+            s
+        })
+        .unwrap();
+        commit(&store, t1, writes);
+        assert_eq!(
+            store.delivery(7).unwrap().unwrap().state,
+            DeliveryState::Sent
+        );
+        assert!(
+            store
+                .due_deliveries(Channel::Webhook, t1, 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
 }
