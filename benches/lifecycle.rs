@@ -12,7 +12,8 @@
 //! with the due domains, not with the portfolio.
 //!
 //! Run: `cargo bench --bench lifecycle` (sizes from `REGMAIL_LIFECYCLE_SIZES`, comma
-//! separated, default `10000,100000,1000000`).
+//! separated, default `10000,100000,1000000`; sled page cache from `REGMAIL_LIFECYCLE_CACHE_MB`,
+//! default 64, the daemon's default).
 
 use std::time::{Duration, Instant};
 
@@ -98,7 +99,13 @@ struct Row {
 
 fn run(size: usize) -> Row {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("store"), 64 << 20).expect("store");
+    // The daemon's default page cache (`[store] cache_capacity_mb = 64`) unless
+    // `REGMAIL_LIFECYCLE_CACHE_MB` says otherwise (to see how much of the pass is page misses).
+    let cache_mb: u64 = std::env::var("REGMAIL_LIFECYCLE_CACHE_MB")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(64);
+    let store = Store::open(&dir.path().join("store"), cache_mb << 20).expect("store");
     let policy = Policy::default();
     store.set_policy(policy.clone());
     let now: Timestamp = "2030-01-01T09:00:00Z".parse().expect("now");

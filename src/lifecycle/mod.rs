@@ -10,10 +10,13 @@ pub mod preview;
 use jiff::Timestamp;
 use jiff::civil::Date;
 
-use crate::core::lifecycle::{ReminderOutcome, due_event};
-use crate::core::{Ctx, DomainName, DomainStatus, Effect, Policy};
+use crate::core::lifecycle::{ReminderMark, ReminderOutcome, due_event};
+use crate::core::{
+    Client, ClientId, Ctx, Domain, DomainName, DomainStatus, Effect, Policy, Request, RequestId,
+    StateView, Transition, ViewError,
+};
 use crate::idsource::UuidIds;
-use crate::store::{Applied, Store, StoreError};
+use crate::store::{ApplyError, Store, StoreError};
 
 pub use preview::{PreviewItem, preview};
 
@@ -47,9 +50,9 @@ pub fn day_of(now: Timestamp) -> Date {
     now.to_zoned(jiff::tz::TimeZone::UTC).date()
 }
 
-fn tally(report: &mut PassReport, before: Option<DomainStatus>, applied: &Applied) {
+fn tally(report: &mut PassReport, before: Option<DomainStatus>, t: &Transition) {
     report.events += 1;
-    for e in &applied.transition.effects {
+    for e in &t.effects {
         if let Effect::Reminder(m) = e {
             match m.outcome {
                 ReminderOutcome::Sent => report.reminders_sent += 1,
@@ -57,7 +60,7 @@ fn tally(report: &mut PassReport, before: Option<DomainStatus>, applied: &Applie
             }
         }
     }
-    for d in &applied.transition.domains {
+    for d in &t.domains {
         match (before, d.status) {
             (Some(DomainStatus::Expired), DomainStatus::Expired) => {}
             (_, DomainStatus::Expired) => report.expired += 1,
@@ -71,76 +74,148 @@ fn tally(report: &mut PassReport, before: Option<DomainStatus>, applied: &Applie
     }
 }
 
-/// Moves one due domain on as far as today allows (several steps may be due: a missed
-/// reminder and then the expiry, after downtime).
-fn step(
-    store: &Store,
-    policy: &Policy,
+/// Domains per bulk write of a round (one sled transaction each).
+const CHUNK: usize = 512;
+
+/// At most this many events per domain in one pass (a missed reminder, the expiry, ... after
+/// downtime); a domain that still has something due is looked at again by the next pass.
+const MAX_STEPS: usize = 8;
+
+/// What a round decided for a domain it did not move on with an event.
+struct Rounds<'a> {
+    policy: &'a Policy,
     now: Timestamp,
-    name: &DomainName,
-    report: &mut PassReport,
-) {
-    let today = day_of(now);
-    for _ in 0..8 {
+    today: Date,
+    /// Due-index moves to write after the chunk (each its own small write: `set_due`).
+    moves: Vec<(DomainName, Option<Date>)>,
+    /// The status of each item of the chunk before its event (for the report).
+    before: Vec<Option<DomainStatus>>,
+    failed: usize,
+}
+
+impl Rounds<'_> {
+    /// The transition of `name`'s due event on the committed state, or None (and what to do
+    /// with its due key instead). A refused event is logged and looked at again tomorrow; it
+    /// does not touch the other domains of the chunk.
+    fn decide(&mut self, store: &Store, i: usize, name: &DomainName) -> Option<Transition> {
+        let today = self.today;
         let d = match store.domain(name) {
             Ok(Some(d)) => d,
             Ok(None) => {
-                let _ = store.set_due(name, None);
-                return;
+                self.moves.push((name.clone(), None));
+                return None;
             }
             Err(e) => {
                 tracing::error!(domain = %name, error = %e, "reading a due domain failed");
-                report.failed += 1;
-                return;
+                self.failed += 1;
+                return None;
             }
         };
-        let handled: Vec<u16> = match d.expires {
+        let marks: Vec<ReminderMark> = match d.expires {
             Some(e) => match store.reminder_marks(name, e) {
-                Ok(m) => m.into_iter().map(|m| m.offset).collect(),
+                Ok(m) => m,
                 Err(err) => {
                     tracing::error!(domain = %name, error = %err, "reading reminder records failed");
-                    report.failed += 1;
-                    return;
+                    self.failed += 1;
+                    return None;
                 }
             },
             None => Vec::new(),
         };
-        let Some(event) = due_event(&d, &handled, today, policy) else {
+        let handled: Vec<u16> = marks.iter().map(|m| m.offset).collect();
+        let Some(event) = due_event(&d, &handled, today, self.policy) else {
             // Nothing due today after all (the index was ahead of the rules, e.g. after a
             // configuration change): put the key where the rules say.
-            let next = crate::core::lifecycle::next_due(&d, &handled, policy)
+            let next = crate::core::lifecycle::next_due(&d, &handled, self.policy)
                 .map(|at| at.max(today.tomorrow().unwrap_or(today)));
-            if let Err(e) = store.set_due(name, next) {
-                tracing::error!(domain = %name, error = %e, "moving a due-index key failed");
-            }
-            return;
+            self.moves.push((name.clone(), next));
+            return None;
         };
         let mut ids = UuidIds;
         let mut ctx = Ctx {
-            now,
+            now: self.now,
             ids: &mut ids,
-            policy,
+            policy: self.policy,
         };
         let what = format!("{event:?}");
-        match store.apply(event, &mut ctx) {
-            Ok(applied) if applied.transition.is_noop() => {
+        // The core reads the domain and its reminder records again: hand it the values just
+        // read (under the writer lock, so still current) instead of reading sled twice.
+        let view = Seen {
+            store,
+            domain: &d,
+            marks: &marks,
+        };
+        match crate::core::apply(&view, event, &mut ctx) {
+            Ok(t) if t.is_noop() => {
                 // Decided already: nothing to do; try again tomorrow rather than loop.
-                let _ = store.set_due(name, today.tomorrow().ok());
-                return;
+                self.moves.push((name.clone(), today.tomorrow().ok()));
+                None
             }
-            Ok(applied) => tally(report, Some(d.status), &applied),
+            Ok(t) => {
+                if let Some(b) = self.before.get_mut(i) {
+                    *b = Some(d.status);
+                }
+                Some(t)
+            }
             Err(e) => {
                 tracing::warn!(domain = %name, event = %what, error = %e, "lifecycle event refused; looked at again tomorrow");
-                report.failed += 1;
-                let _ = store.set_due(name, today.tomorrow().ok());
-                return;
+                self.failed += 1;
+                self.moves.push((name.clone(), today.tomorrow().ok()));
+                None
             }
         }
     }
 }
 
+/// The store seen by the core for one due domain: that domain and its reminder records as
+/// the round just read them, everything else from the store.
+struct Seen<'a> {
+    store: &'a Store,
+    domain: &'a Domain,
+    marks: &'a [ReminderMark],
+}
+
+impl StateView for Seen<'_> {
+    fn client(&self, id: &ClientId) -> Result<Option<Client>, ViewError> {
+        StateView::client(self.store, id)
+    }
+    fn domain(&self, name: &DomainName) -> Result<Option<Domain>, ViewError> {
+        if *name == self.domain.name {
+            return Ok(Some(self.domain.clone()));
+        }
+        StateView::domain(self.store, name)
+    }
+    fn request(&self, id: RequestId) -> Result<Option<Request>, ViewError> {
+        StateView::request(self.store, id)
+    }
+    fn domains_of_client(&self, id: &ClientId) -> Result<Vec<Domain>, ViewError> {
+        StateView::domains_of_client(self.store, id)
+    }
+    fn handle_counter(&self) -> Result<u64, ViewError> {
+        StateView::handle_counter(self.store)
+    }
+    fn reminder_marks(
+        &self,
+        domain: &DomainName,
+        expires: Date,
+    ) -> Result<Vec<(u16, ReminderOutcome)>, ViewError> {
+        if *domain == self.domain.name && Some(expires) == self.domain.expires {
+            return Ok(self
+                .marks
+                .iter()
+                .map(|m| (m.offset, m.outcome.clone()))
+                .collect());
+        }
+        StateView::reminder_marks(self.store, domain, expires)
+    }
+}
+
 /// One lifecycle pass at `now`: every domain due on or before today, through the due-date
-/// index only, in one batch (one flush at the end).
+/// index only, in one batch (one flush at the end). The due events are applied in rounds:
+/// each round computes one event per due domain on the committed state and writes a chunk of
+/// [`CHUNK`] domains' transitions in one transaction ([`Store::apply_each`]); the domains that
+/// had an event go on to the next round (several steps may be due after downtime), up to
+/// [`MAX_STEPS`] rounds. The result is the same as applying the events domain by domain.
 pub fn run_pass(store: &Store, policy: &Policy, now: Timestamp) -> Result<PassReport, StoreError> {
     let today = day_of(now);
     let scan = store.due_by(today)?;
@@ -150,11 +225,59 @@ pub fn run_pass(store: &Store, policy: &Policy, now: Timestamp) -> Result<PassRe
         due: scan.names.len(),
         ..PassReport::default()
     };
-    store.batch(|| {
-        for name in &scan.names {
-            step(store, policy, now, name, &mut report);
+    // When the store keeps its due index by the pass's own rules, a domain whose key moved past
+    // today after its event has nothing more due today (`due_event` is Some exactly when
+    // `next_due <= today`): it needs no further round, and no second read.
+    let index_follows = store.keeps_due_by(policy);
+    let written = store.batch(|| -> Result<(), StoreError> {
+        let mut pending = scan.names;
+        for _ in 0..MAX_STEPS {
+            if pending.is_empty() {
+                break;
+            }
+            let mut next = Vec::new();
+            for chunk in pending.chunks(CHUNK) {
+                let mut r = Rounds {
+                    policy,
+                    now,
+                    today,
+                    moves: Vec::new(),
+                    before: vec![None; chunk.len()],
+                    failed: 0,
+                };
+                let applied = store
+                    .apply_each(chunk, now, |s, i, name| r.decide(s, i, name))
+                    .map_err(|e| match e {
+                        ApplyError::Store(e) => e,
+                        // apply_each refuses nothing itself: `decide` handles the core's
+                        // refusals per domain.
+                        ApplyError::Core(e) => StoreError::Corrupt {
+                            key: "lifecycle pass".into(),
+                            reason: e.to_string(),
+                        },
+                    })?;
+                report.failed += r.failed;
+                for (name, to) in &r.moves {
+                    if let Err(e) = store.set_due(name, *to) {
+                        tracing::error!(domain = %name, error = %e, "moving a due-index key failed");
+                    }
+                }
+                for (i, t) in &applied {
+                    tally(&mut report, r.before.get(*i).copied().flatten(), t);
+                    let Some(name) = chunk.get(*i) else {
+                        continue;
+                    };
+                    if index_follows && store.due_date(name)?.is_none_or(|at| at > today) {
+                        continue;
+                    }
+                    next.push(name.clone());
+                }
+            }
+            pending = next;
         }
+        Ok(())
     })?;
+    written?;
     if report.events > 0 || report.failed > 0 {
         tracing::info!(
             day = %report.day,
