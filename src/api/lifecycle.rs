@@ -43,7 +43,7 @@ async fn preview(
         let items = crate::lifecycle::preview(&state.store, &state.policy, now, days)
             .map_err(ApiError::from_store)?;
         Ok(Json(json!({
-            "from": crate::lifecycle::day_of(now).to_string(),
+            "from": crate::core::today(now).to_string(),
             "days": days,
             "items": items,
         })))

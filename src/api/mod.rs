@@ -283,7 +283,7 @@ async fn read_json(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
 }
 
 fn today() -> jiff::civil::Date {
-    crate::clock::now().to_zoned(jiff::tz::TimeZone::UTC).date()
+    crate::core::today(crate::clock::now())
 }
 
 /// A path parameter; one that is not valid UTF-8 is refused with error JSON naming it.

@@ -314,7 +314,7 @@ fn reminder_notice(d: &Domain, expires: Date, offset: u16, today: Date) -> Notic
 
 impl Work<'_> {
     fn lifecycle_today(&self) -> Date {
-        self.now.to_zoned(jiff::tz::TimeZone::UTC).date()
+        super::transition::today(self.now)
     }
 
     /// The offsets of `d`'s series for `expires` handled so far (this event's marks included).

@@ -21,7 +21,7 @@ pub use model::{
     Request, RequestKind, RequestState,
 };
 pub use notice::NoticeDraft;
-pub use transition::{CoreError, Ctx, IdSource, Policy, ReplyDeadlines, apply};
+pub use transition::{CoreError, Ctx, IdSource, Policy, ReplyDeadlines, apply, today};
 pub use view::{Effect, MemState, StateView, Transition, ViewError};
 
 #[cfg(test)]

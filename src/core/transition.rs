@@ -374,8 +374,9 @@ fn illegal_request_state(r: &Request, what: &str) -> CoreError {
     ))
 }
 
-/// Today's date in UTC, from the event time.
-fn today(now: Timestamp) -> Date {
+/// The calendar day of `now` in UTC: the day every date rule of the core (expiry, grace,
+/// reminders, renewal windows) counts in. The shell uses it too, so all agree on "today".
+pub fn today(now: Timestamp) -> Date {
     now.to_zoned(jiff::tz::TimeZone::UTC).date()
 }
 

@@ -45,11 +45,6 @@ pub struct PassReport {
     pub failed: usize,
 }
 
-/// The calendar day of `now` in UTC (the core's `today`).
-pub fn day_of(now: Timestamp) -> Date {
-    now.to_zoned(jiff::tz::TimeZone::UTC).date()
-}
-
 fn tally(report: &mut PassReport, before: Option<DomainStatus>, t: &Transition) {
     report.events += 1;
     for e in &t.effects {
@@ -217,7 +212,7 @@ impl StateView for Seen<'_> {
 /// had an event go on to the next round (several steps may be due after downtime), up to
 /// [`MAX_STEPS`] rounds. The result is the same as applying the events domain by domain.
 pub fn run_pass(store: &Store, policy: &Policy, now: Timestamp) -> Result<PassReport, StoreError> {
-    let today = day_of(now);
+    let today = crate::core::today(now);
     let scan = store.due_by(today)?;
     let mut report = PassReport {
         day: today.to_string(),

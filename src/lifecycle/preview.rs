@@ -68,7 +68,7 @@ pub fn preview(
     now: Timestamp,
     days: u32,
 ) -> Result<Vec<PreviewItem>, StoreError> {
-    let today = super::day_of(now);
+    let today = crate::core::today(now);
     let last = today
         .checked_add(jiff::Span::new().days(i64::from(days)))
         .unwrap_or(today);
@@ -93,7 +93,7 @@ pub fn preview(
     let mut out = Vec::new();
     for k in 0..=days {
         let at = now + SignedDuration::from_hours(24 * i64::from(k));
-        let day = super::day_of(at);
+        let day = crate::core::today(at);
         let names: Vec<_> = mem.domains.keys().cloned().collect();
         for name in names {
             for _ in 0..8 {

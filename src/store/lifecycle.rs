@@ -634,7 +634,7 @@ mod bulk_tests {
     /// The pass as it was before the bulk rounds: each due domain moved on alone, one event
     /// and one transaction at a time.
     fn one_by_one(store: &Store, policy: &Policy, now: Timestamp) -> usize {
-        let today = crate::lifecycle::day_of(now);
+        let today = crate::core::today(now);
         let mut events = 0;
         for name in store.due_by(today).expect("scan").names {
             for _ in 0..8 {
@@ -788,7 +788,7 @@ mod bulk_tests {
 
     fn bulk_equals_one_by_one(same: bool) {
         let now: Timestamp = "2030-01-01T09:00:00Z".parse().expect("now");
-        let today = crate::lifecycle::day_of(now);
+        let today = crate::core::today(now);
         // 7 situations x 80 domains: more than one chunk of 512 in the first round.
         let t = portfolio(today, now, 80);
         let names: Vec<DomainName> = t.domains.iter().map(|d| d.name.clone()).collect();
@@ -831,7 +831,7 @@ mod bulk_tests {
     #[test]
     fn apply_each_rebuilds_a_transition_that_touches_what_the_chunk_already_writes() {
         let now: Timestamp = "2030-01-01T09:00:00Z".parse().expect("now");
-        let today = crate::lifecycle::day_of(now);
+        let today = crate::core::today(now);
         let t = portfolio(today, now, 1);
         let dir = tempfile::tempdir().expect("tempdir");
         let store = store_with(&dir.path().join("s"), t, now, true);

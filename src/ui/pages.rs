@@ -46,10 +46,6 @@ pub fn age(now: Timestamp, then: Timestamp) -> String {
     }
 }
 
-fn today(now: Timestamp) -> Date {
-    now.to_zoned(jiff::tz::TimeZone::UTC).date()
-}
-
 fn st(e: crate::store::StoreError) -> OpError {
     OpError::from_store(e)
 }
@@ -186,11 +182,17 @@ pub async fn dashboard(State(state): Ui, Extension(op): Extension<Operator>) -> 
             "oldest": unmatched.iter().map(|m| m.received).min().map(|t| age(now, t)),
             "href": "/ui/unmatched",
         }));
-        let day = today(now);
+        let day = crate::core::today(now);
         let mut expiring = Vec::new();
+        // One range of the expiry index, today..=today+30 (as the expiring report reads it),
+        // not every expiry since the index began.
         let soon = store
-            .domains_expiring_by(day.checked_add(jiff::Span::new().days(30)).unwrap_or(day))
-            .map_err(st)?;
+            .domains_expiring_between(
+                day,
+                day.checked_add(jiff::Span::new().days(30)).unwrap_or(day),
+            )
+            .map_err(st)?
+            .domains;
         for days in [30i64, 15, 1] {
             let until = day.checked_add(jiff::Span::new().days(days)).unwrap_or(day);
             let n = soon
