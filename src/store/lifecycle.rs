@@ -105,12 +105,28 @@ impl Store {
 
     /// The domains due on or before `today` (the `lx` index up to that day, nothing else).
     pub fn due_by(&self, today: Date) -> Result<DueScan, StoreError> {
+        let mut names = Vec::new();
+        let keys_read = self.due_by_each(today, |n| {
+            names.push(n);
+            true
+        })?;
+        Ok(DueScan { names, keys_read })
+    }
+
+    /// Hands `each` the domains due on or before `today`, earliest first, as it reads them from
+    /// the `lx` index (stopping early when `each` returns false); returns the keys read. The
+    /// pass streams its first round this way, so the scan overlaps the writes.
+    pub fn due_by_each(
+        &self,
+        today: Date,
+        mut each: impl FnMut(DomainName) -> bool,
+    ) -> Result<usize, StoreError> {
         let start = key_join(&[b"lx", b""]);
         let last = day(today);
-        let mut scan = DueScan::default();
+        let mut keys_read = 0;
         for k in self.index.range(start.clone()..).keys() {
             let k = k?;
-            scan.keys_read += 1;
+            keys_read += 1;
             if !k.starts_with(&start) {
                 break;
             }
@@ -123,13 +139,50 @@ impl Store {
             }
             let name = String::from_utf8_lossy(&rest[cut + 1..]);
             match DomainName::parse(&name) {
-                Ok(n) => scan.names.push(n),
+                Ok(n) => {
+                    if !each(n) {
+                        break;
+                    }
+                }
                 Err(e) => {
                     tracing::error!(key = %name, error = %e, "a due-index key names no domain")
                 }
             }
         }
-        Ok(scan)
+        Ok(keys_read)
+    }
+
+    /// Reads, and throws away, what a pass's event for each of `names` reads and writes: the
+    /// domain, its reminder records and due key, its client and users, and the last keys of
+    /// its log scopes (where the event's log index entries go). Run on a second thread one
+    /// chunk ahead of the pass ([`crate::lifecycle::run_pass`]), it brings those pages into
+    /// sled's cache while the pass, which holds the writer lock, works on the chunk before.
+    /// With 1M domains and a 64 MB cache, about a third of a pass was spent pulling pages
+    /// from disk and decoding them. Changes nothing; errors are the pass's to report.
+    pub fn warm_for_pass(&self, names: &[DomainName]) {
+        for name in names {
+            let Ok(Some(d)) = self.domain(name) else {
+                continue;
+            };
+            if let Some(e) = d.expires {
+                let _ = self.index.scan_prefix(reminder_prefix(name, e)).count();
+            }
+            let _ = self.index.get(due_rev_key(name));
+            let _ = self.client(&d.client_id);
+            let mut users = vec![b'u'];
+            users.extend_from_slice(d.client_id.as_str().as_bytes());
+            users.push(0);
+            let _ = self.users.scan_prefix(users).count();
+            for scope in [
+                super::LogScope::Domain(d.name.clone()),
+                super::LogScope::Client(d.client_id.clone()),
+            ] {
+                let _ = self
+                    .log_index
+                    .scan_prefix(super::log_scope_prefix(&scope))
+                    .next_back();
+            }
+        }
     }
 
     /// The due date the index holds for `name`.
