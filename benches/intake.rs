@@ -34,8 +34,11 @@ fn start_daemon() -> Daemon {
         .port();
     let token = "bench-token-0123456789abcdef0123456789";
     std::fs::write(dir.path().join("token"), token).expect("token file");
+    // The `dir` transport writes into the run's own (temporary) directory: left at its default
+    // (`var/outbox-mail` under the working directory), every run added its .eml files to one
+    // directory in the checkout that only grew (33,000 files after a few runs).
     let config = format!(
-        "[store]\npath = \"store\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n[log]\nfilter = \"warn\"\n"
+        "[store]\npath = \"store\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n[log]\nfilter = \"warn\"\n[outbound]\ndir = \"outbox-mail\"\n"
     );
     let cfg = dir.path().join("regmail.toml");
     std::fs::write(&cfg, config).expect("config");
