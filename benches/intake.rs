@@ -1,8 +1,10 @@
 //! Durable order intake over the API, against a baseline of raw sled insert + flush of the same
 //! records, in the same run (issue 2; 16 connections and group commit: issue 13, goals 0.3x
 //! with one connection and 1.0x with 16). Run: `cargo bench --bench intake` (N from
-//! `REGMAIL_BENCH_N`, default 400). Both figures are orders per second; the ratio says what the
-//! API, the state machine, the indexes, the action log and the outbox cost over bare durability.
+//! `REGMAIL_BENCH_N`, default 400; `REGMAIL_BENCH_BIN` runs another build of the daemon, to
+//! compare two builds in one machine state). Both figures are orders per second; the ratio
+//! says what the API, the state machine, the indexes, the action log and the outbox cost over
+//! bare durability.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -32,12 +34,19 @@ fn start_daemon() -> Daemon {
         .port();
     let token = "bench-token-0123456789abcdef0123456789";
     std::fs::write(dir.path().join("token"), token).expect("token file");
+    // The `dir` transport writes into the run's own (temporary) directory: left at its default
+    // (`var/outbox-mail` under the working directory), every run added its .eml files to one
+    // directory in the checkout that only grew (33,000 files after a few runs).
     let config = format!(
-        "[store]\npath = \"store\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n[log]\nfilter = \"warn\"\n"
+        "[store]\npath = \"store\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n[log]\nfilter = \"warn\"\n[outbound]\ndir = \"outbox-mail\"\n"
     );
     let cfg = dir.path().join("regmail.toml");
     std::fs::write(&cfg, config).expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_regmail"))
+    // REGMAIL_BENCH_BIN runs another build of the daemon (to compare two builds on one
+    // machine state); the default is the one cargo built with this bench.
+    let bin = std::env::var_os("REGMAIL_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_regmail").into());
+    let child = Command::new(bin)
         .arg("--config")
         .arg(&cfg)
         .arg("serve")

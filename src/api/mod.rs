@@ -410,6 +410,17 @@ fn idempotency_key(headers: &HeaderMap, route: &str) -> Result<Option<String>, A
     Ok(Some(format!("{route}\0{k}")))
 }
 
+/// The view of `domain` as transition `t` wrote it, when `t` wrote the domain and (if it has
+/// one) its open request; None when the store must be read.
+fn transition_view(t: &crate::core::Transition, domain: &DomainName) -> Option<Value> {
+    let d = t.domains.iter().find(|d| d.name == *domain)?;
+    let open = match d.open_request {
+        Some(id) => Some(t.requests.iter().find(|r| r.id == id)?),
+        None => None,
+    };
+    Some(views::domain(d, open))
+}
+
 /// Applies `event` honouring an `Idempotency-Key`: the first answer is stored with the event
 /// in one transaction; the same key and body replays it; the same key and another body is 409.
 fn apply_keyed(
@@ -419,10 +430,18 @@ fn apply_keyed(
     event: Event,
     domain: DomainName,
 ) -> Result<Response, ApiError> {
-    let answer = |store: &Store| -> Result<Value, ApiError> { domain_view(store, &domain) };
+    // The answer is the domain as the transition left it (no second read of the store) when
+    // the transition carries it and its open request; otherwise it is read back.
+    let answer = |store: &Store, t: &crate::core::Transition| -> Result<Value, ApiError> {
+        match transition_view(t, &domain) {
+            Some(v) => Ok(v),
+            None => domain_view(store, &domain),
+        }
+    };
     let Some(key) = key else {
-        apply_now(state, event, "domain")?;
-        return Ok((StatusCode::ACCEPTED, Json(answer(&state.store)?)).into_response());
+        let applied = apply_now(state, event, "domain")?;
+        let body = answer(&state.store, &applied.transition)?;
+        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
     };
     let hash = hex(&Sha256::digest(body.to_string().as_bytes()));
     let mut ids = UuidIds;
@@ -447,7 +466,8 @@ fn apply_keyed(
     match outcome {
         Idempotent::Applied(a) => {
             wake_outbox(state, &a.transition);
-            Ok((StatusCode::ACCEPTED, Json(answer(&state.store)?)).into_response())
+            let body = answer(&state.store, &a.transition)?;
+            Ok((StatusCode::ACCEPTED, Json(body)).into_response())
         }
         Idempotent::Replay(first) => {
             let status = StatusCode::from_u16(first.status).unwrap_or(StatusCode::ACCEPTED);

@@ -1,6 +1,7 @@
 //! Where rendered requests go: SMTP, the local `sendmail` binary, or a directory of .eml files
 //! (the embedded default, for machines without a mail server).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncWriteExt;
@@ -58,22 +59,27 @@ impl Transport {
     }
 }
 
+/// Writes the message as `<token>.eml`: a temp file, synced, then renamed into place. All of
+/// it runs in ONE blocking task (tokio's `fs` would hop to the blocking pool for each call).
 async fn write_to_dir(dir: &Path, msg: &RenderedRequest, token: &str) -> SendOutcome {
-    let result = async {
-        tokio::fs::create_dir_all(dir).await?;
+    let (dir, bytes, token) = (dir.to_path_buf(), msg.bytes.clone(), token.to_owned());
+    let shown = dir.display().to_string();
+    let result = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)?;
         let tmp = dir.join(format!(".{token}.eml.tmp"));
         let path = dir.join(format!("{token}.eml"));
-        let mut f = tokio::fs::File::create(&tmp).await?;
-        f.write_all(&msg.bytes).await?;
-        f.sync_all().await?;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
         drop(f);
-        tokio::fs::rename(&tmp, &path).await?;
+        std::fs::rename(&tmp, &path)?;
         Ok::<_, std::io::Error>(path)
-    }
-    .await;
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
     match result {
         Ok(path) => SendOutcome::Sent(format!("written to {}", path.display())),
-        Err(e) => SendOutcome::Transient(format!("cannot write to {}: {e}", dir.display())),
+        Err(e) => SendOutcome::Transient(format!("cannot write to {shown}: {e}")),
     }
 }
 

@@ -62,8 +62,9 @@ pub struct OutboxWorker {
     deferred: HashMap<RequestId, (u32, std::time::Instant)>,
     /// Counters, and this worker's heartbeat (for the watchdog).
     health: Option<(Arc<crate::health::Health>, Arc<crate::health::Worker>)>,
-    /// Send results not recorded yet (written by `record`, at the latest when a drain ends).
-    results: Vec<Event>,
+    /// Send results not recorded yet, each with the domain (or client) its request is for
+    /// (written by `record`, at the latest when a drain ends).
+    results: Vec<(Event, String)>,
 }
 
 /// Most send results recorded under one flush.
@@ -93,6 +94,35 @@ pub fn render_request(
         None => None,
     };
     render(&setup.profile, &setup.settings, &r, &c, d.as_ref()).map_err(|e| e.to_string())
+}
+
+/// Splits send results into runs, in their order, in which no two are about the same domain;
+/// each run is written in one transaction. A result about a client's own request (its subject
+/// is `client <id>`) may move every domain waiting for that client, so it is written alone.
+fn independent(results: Vec<(Event, String)>) -> Vec<Vec<Event>> {
+    let mut groups: Vec<Vec<Event>> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut current = Vec::new();
+    for (event, subject) in results {
+        if subject.starts_with("client ") {
+            if !current.is_empty() {
+                groups.push(std::mem::take(&mut current));
+            }
+            groups.push(vec![event]);
+            seen.clear();
+            continue;
+        }
+        if !seen.insert(subject.clone()) {
+            groups.push(std::mem::take(&mut current));
+            seen.clear();
+            seen.insert(subject);
+        }
+        current.push(event);
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
 }
 
 impl OutboxWorker {
@@ -147,39 +177,55 @@ impl OutboxWorker {
         }
     }
 
-    /// Queues the record of a send result; [`Self::record`] writes them (at most
-    /// [`RECORD_BATCH`] wait, and none outlives the drain that sent them).
-    async fn apply(&mut self, event: Event) {
-        self.results.push(event);
+    /// Queues the record of a send result for the request about `subject` (its domain, or its
+    /// client); [`Self::record`] writes them (at most [`RECORD_BATCH`] wait, and none outlives
+    /// the drain that sent them).
+    async fn apply(&mut self, event: Event, subject: &str) {
+        self.results.push((event, subject.to_owned()));
         if self.results.len() >= RECORD_BATCH {
             self.record().await;
         }
     }
 
-    /// Records the queued send results, each its own transaction, under ONE flush (at most
-    /// [`RECORD_BATCH`] of them, and never later than the end of the drain that sent them).
-    /// A crash before that flush forgets at most these results; their requests are still
-    /// Queued and go out again with the same Message-ID (DESIGN.md inv. 3: outbound is
-    /// at-least-once; the `dir` transport rewrites the same file). Results are not left to
-    /// ride on some later flush: that would widen the window of a silent resend.
+    /// Records the queued send results under ONE flush (at most [`RECORD_BATCH`] of them,
+    /// and never later than the end of the drain that sent them). A crash before that flush
+    /// forgets at most these results; their requests are still Queued and go out again with
+    /// the same Message-ID (DESIGN.md inv. 3: outbound is at-least-once; the `dir` transport
+    /// rewrites the same file). Results are not left to ride on some later flush: that would
+    /// widen the window of a silent resend.
+    ///
+    /// The results of requests for different domains are independent (each reads and writes
+    /// only its request and its domain), so they are written together in one transaction
+    /// ([`Store::apply_each`], which equals applying them one by one); a second result about
+    /// the same domain starts another transaction, so it reads the first one's writes.
     async fn record(&mut self) {
         if self.results.is_empty() {
             return;
         }
-        let events = std::mem::take(&mut self.results);
+        let results = std::mem::take(&mut self.results);
         let (store, policy) = (self.store.clone(), self.policy.clone());
         let res = tokio::task::spawn_blocking(move || {
             let write = || {
-                for event in events {
-                    let label = format!("{event:?}").chars().take(60).collect::<String>();
+                for group in independent(results) {
                     let mut ids = UuidIds;
                     let mut ctx = Ctx {
                         now: crate::clock::now(),
                         ids: &mut ids,
                         policy: &policy,
                     };
-                    if let Err(e) = store.apply(event, &mut ctx) {
-                        tracing::error!(error = %e, event = %label, "recording a send result failed");
+                    let now = ctx.now;
+                    let written = store.apply_each(&group, now, |s, _, event| {
+                        match crate::core::apply(s, event.clone(), &mut ctx) {
+                            Ok(t) => Some(t),
+                            Err(e) => {
+                                let label = format!("{event:?}").chars().take(60).collect::<String>();
+                                tracing::error!(error = %e, event = %label, "recording a send result failed");
+                                None
+                            }
+                        }
+                    });
+                    if let Err(e) = written {
+                        tracing::error!(error = %e, results = group.len(), "recording send results failed");
                     }
                 }
             };
@@ -203,12 +249,14 @@ impl OutboxWorker {
             }
         };
         // A request read here may have committed inside a batch (a scheduler pass, an IMAP
-        // batch) that has not flushed yet: nothing goes to the registrar before the write that
-        // wants it is on disk, or a crash could forget a request the registrar already has
-        // (and the next pass would ask again). sled's flush returns at once when all is stable.
+        // batch) or an API write that has not flushed yet: nothing goes to the registrar before
+        // the write that wants it is on disk, or a crash could forget a request the registrar
+        // already has (and the next pass would ask again). `sync_committed` shares the group
+        // commit: when the API's own flush already covered the request (the usual case) it
+        // returns without touching the disk.
         if !ids.is_empty() {
             let store = self.store.clone();
-            match tokio::task::spawn_blocking(move || store.flush()).await {
+            match tokio::task::spawn_blocking(move || store.sync_committed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "flushing the store before sending failed");
@@ -245,7 +293,8 @@ impl OutboxWorker {
             let rendered = match render_request(&self.store, &setup, id) {
                 Ok(m) => m,
                 Err(e) => {
-                    self.defer(id, format!("rendering failed: {e}")).await;
+                    self.defer(id, &subject, format!("rendering failed: {e}"))
+                        .await;
                     continue;
                 }
             };
@@ -261,36 +310,45 @@ impl OutboxWorker {
                 SendOutcome::Sent(detail) => {
                     tracing::info!(request_id = %id, domain = %subject, transport = self.transport.name(), %detail, "request sent");
                     self.deferred.remove(&id);
-                    self.apply(Event::Sent {
-                        request: id,
-                        detail,
-                        copy,
-                    })
+                    self.apply(
+                        Event::Sent {
+                            request: id,
+                            detail,
+                            copy,
+                        },
+                        &subject,
+                    )
                     .await;
                 }
                 SendOutcome::Permanent(reason) => {
                     tracing::warn!(request_id = %id, domain = %subject, %reason, "request refused permanently");
                     self.deferred.remove(&id);
-                    self.apply(Event::SendFailed {
-                        request: id,
-                        reason,
-                        copy,
-                    })
+                    self.apply(
+                        Event::SendFailed {
+                            request: id,
+                            reason,
+                            copy,
+                        },
+                        &subject,
+                    )
                     .await;
                 }
                 SendOutcome::Unknown(detail) => {
                     tracing::warn!(request_id = %id, domain = %subject, %detail, "request may or may not have been sent");
                     self.deferred.remove(&id);
-                    self.apply(Event::SendUnknown {
-                        request: id,
-                        detail,
-                        copy,
-                    })
+                    self.apply(
+                        Event::SendUnknown {
+                            request: id,
+                            detail,
+                            copy,
+                        },
+                        &subject,
+                    )
                     .await;
                 }
                 SendOutcome::Transient(reason) => {
                     tracing::warn!(request_id = %id, domain = %subject, %reason, "sending failed; will retry");
-                    self.defer(id, reason).await;
+                    self.defer(id, &subject, reason).await;
                 }
             }
         }
@@ -298,7 +356,7 @@ impl OutboxWorker {
         handed
     }
 
-    async fn defer(&mut self, id: RequestId, reason: String) {
+    async fn defer(&mut self, id: RequestId, subject: &str, reason: String) {
         let failures = self.deferred.get(&id).map_or(0, |(n, _)| *n) + 1;
         let jitter = f64::from(uuid::Uuid::new_v4().as_bytes()[0]) / 255.0;
         let delay = self.backoff.delay(failures, jitter);
@@ -306,12 +364,15 @@ impl OutboxWorker {
             .insert(id, (failures, std::time::Instant::now() + delay));
         let retry_at =
             crate::clock::now() + jiff::SignedDuration::try_from(delay).unwrap_or_default();
-        self.apply(Event::SendDeferred {
-            request: id,
-            reason,
-            attempt: failures,
-            retry_at,
-        })
+        self.apply(
+            Event::SendDeferred {
+                request: id,
+                reason,
+                attempt: failures,
+                retry_at,
+            },
+            subject,
+        )
         .await;
     }
 
@@ -342,6 +403,34 @@ impl OutboxWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Send results about the same domain never share a transaction (the second must read
+    /// the first one's writes); a client's own request is written alone; order is kept.
+    #[test]
+    fn independent_runs_split_on_a_repeated_domain_and_isolate_clients() {
+        let sent = |n: u128| Event::Sent {
+            request: RequestId(uuid::Uuid::from_u128(n)),
+            detail: String::new(),
+            copy: None,
+        };
+        let id = |e: &Event| match e {
+            Event::Sent { request, .. } => request.0.as_u128(),
+            _ => 0,
+        };
+        let results = vec![
+            (sent(1), "a.ru".to_owned()),
+            (sent(2), "b.ru".to_owned()),
+            (sent(3), "a.ru".to_owned()),
+            (sent(4), "c.ru".to_owned()),
+            (sent(5), "client C1".to_owned()),
+            (sent(6), "b.ru".to_owned()),
+        ];
+        let runs: Vec<Vec<u128>> = independent(results)
+            .iter()
+            .map(|g| g.iter().map(id).collect())
+            .collect();
+        assert_eq!(runs, vec![vec![1, 2], vec![3, 4], vec![5], vec![6]]);
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

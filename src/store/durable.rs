@@ -65,7 +65,27 @@ impl Store {
         if BATCH_DEPTH.with(Cell::get) > 0 {
             return Ok(());
         }
-        let ticket = self.committed.load(Ordering::SeqCst);
+        self.flush_upto(self.committed.load(Ordering::SeqCst))
+    }
+
+    /// Makes every write whose effects another thread can already read durable, sharing the
+    /// flush with concurrent writers (group commit). The outbox worker calls it before it
+    /// sends what it read from the outbox: nothing goes to the registrar before the write that
+    /// wants it is on disk (DESIGN.md §3, the transactional outbox).
+    ///
+    /// A transaction is visible to readers as soon as it commits, a moment before it counts
+    /// itself ([`Store::note_commit`]); both happen under the writer lock. Taking that lock
+    /// once (and letting it go at once) waits for any write in flight to count itself, so the
+    /// ticket read after it covers everything the caller could have seen. When the group
+    /// commit of the API writes already flushed it (the usual case), this returns without a
+    /// flush; unlike [`Store::durable`] it flushes inside [`Store::batch`] too.
+    pub fn sync_committed(&self) -> Result<(), StoreError> {
+        drop(self.writer.lock().unwrap_or_else(|p| p.into_inner()));
+        self.flush_upto(self.committed.load(Ordering::SeqCst))
+    }
+
+    /// Flushes unless a flush that started after `ticket` writes had committed already ran.
+    fn flush_upto(&self, ticket: u64) -> Result<(), StoreError> {
         let mut flushed = self.flushed.lock().unwrap_or_else(|p| p.into_inner());
         if *flushed >= ticket {
             // A flush that started after our commit already covered it.
