@@ -61,7 +61,9 @@ fn acknowledged(stats: &Value) -> u64 {
 /// A daemon with `n` open domain requests, stopped; and one acknowledgement for each.
 fn prepare(run: usize, n: usize) -> (ImapDaemon, Vec<Vec<u8>>) {
     let mut d = ImapDaemon::start(ImapConfig {
-        log_filter: "warn".into(),
+        // REGMAIL_BENCH_LOG: another filter (e.g. "warn,regmail::inbound=debug" for the
+        // per-batch timings), with REGMAIL_BENCH_SAVE_LOG=DIR to keep each run's daemon log.
+        log_filter: std::env::var("REGMAIL_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
         command_timeout: "60s".into(),
         ..ImapConfig::default()
     });
@@ -111,6 +113,14 @@ fn measure_regmail(d: &mut ImapDaemon, acks: &[Vec<u8>]) -> (Duration, Duration)
     let last = recs.iter().map(|m| ts(m, "settled")).max().unwrap();
     let steady = Duration::try_from(last.duration_since(first)).unwrap_or_default();
     d.stop();
+    if let Ok(dir) = std::env::var("REGMAIL_BENCH_SAVE_LOG") {
+        let to = std::path::Path::new(&dir).join(format!(
+            "{}.log",
+            d.dir().file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::copy(d.log_path(), &to);
+    }
     (total, steady)
 }
 

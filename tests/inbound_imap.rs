@@ -961,3 +961,67 @@ fn a_crash_at_each_step_of_a_batch_loses_nothing_and_applies_nothing_twice() {
         d.stop();
     }
 }
+
+/// The batches overlap (the session moves batch 1 while batch 2 is settled): 70 replies (35
+/// acks, each delivered twice) wait in INBOX, so the first sweep takes a batch of 64 and one of
+/// 6, and the daemon dies right after the first MOVE, while the second batch is being settled
+/// and before it is flushed. Restarted, every message has exactly one record, every request was
+/// acknowledged exactly once, INBOX is empty.
+#[test]
+fn a_crash_while_the_next_batch_settles_loses_nothing_and_applies_nothing_twice() {
+    let _g = exclusive();
+    reset_gateway();
+    let mut d = ImapDaemon::start(ImapConfig {
+        idle: false,
+        poll_interval: "3s".into(),
+        ..ImapConfig::default()
+    });
+    let reqs: Vec<Value> = (0..35)
+        .map(|i| d.imported_with_order("c-pipeline", "PIPE1-GPT", &format!("pipe-{i}.ru")))
+        .collect();
+    d.stop();
+    let mut raw = Vec::new();
+    for (i, r) in reqs.iter().enumerate() {
+        let ack = Reply::ack(r, &format!("{}", 8000 + i));
+        let mut again = ack.clone();
+        again.extra_headers = vec![format!(
+            "Received: from mx2.registrar.test by mail.gateway.test; second delivery {i}"
+        )];
+        raw.push(ack.bytes());
+        raw.push(again.bytes());
+    }
+    let mut c = support_imap::PlainImap::connect(support_imap::GATEWAY);
+    c.append_all("INBOX", &raw);
+    c.logout();
+    assert_eq!(count("INBOX"), 70);
+    d.env = vec![("REGMAIL_CRASH_AT".into(), "moved".into())];
+    d.restart();
+    assert!(
+        d.exited_within(Duration::from_secs(30)),
+        "the daemon did not die at its crash point\n{}",
+        d.stderr_tail(30)
+    );
+    d.env.clear();
+    d.restart();
+    d.wait_until("all 70 messages settled", Duration::from_secs(60), |d| {
+        let all = d.inbox(None);
+        all.len() >= 70 && all.iter().all(|m| m["state"] != "Pending")
+    });
+    wait_inbox_empty(&d, APPLY);
+    let all = d.inbox(None);
+    assert_eq!(all.len(), 70, "one record per message: {all:#?}");
+    assert_eq!(all.iter().filter(|m| m["state"] == "Applied").count(), 35);
+    assert_eq!(all.iter().filter(|m| m["state"] == "Ignored").count(), 35);
+    let log = d.full_log();
+    for r in &reqs {
+        assert_eq!(d.request(&id(r))["state"], "Acknowledged");
+        let acks = log
+            .iter()
+            .filter(|e| e["action"] == "request.acknowledged" && e["request"] == r["id"])
+            .count();
+        assert_eq!(acks, 1, "request {} acknowledged {acks} times", r["id"]);
+    }
+    assert_eq!(count("INBOX"), 0);
+    assert_eq!(count(PROCESSED), 70);
+    d.stop();
+}

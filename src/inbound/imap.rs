@@ -249,7 +249,12 @@ impl ImapSource {
     ) -> Result<(), String> {
         let s = &self.settings;
         let t = s.command_timeout;
+        let t0 = std::time::Instant::now();
         let mut session = connect(s).await?;
+        tracing::debug!(
+            us = t0.elapsed().as_micros() as u64,
+            "IMAP connected and logged in"
+        );
         let caps = with_deadline(t, "CAPABILITY", session.capabilities()).await?;
         let can_move = caps.has_str("MOVE");
         let can_idle = caps.has_str("IDLE") && s.idle;
@@ -332,6 +337,7 @@ impl ImapSource {
     ) -> Result<(), String> {
         let s = &self.settings;
         let t = s.command_timeout;
+        let t0 = std::time::Instant::now();
         let sizes: Vec<(u32, u32)> = {
             let stream = with_deadline(
                 t,
@@ -349,6 +355,11 @@ impl ImapSource {
             v.sort_unstable();
             v
         };
+        tracing::debug!(
+            messages = sizes.len(),
+            us = t0.elapsed().as_micros() as u64,
+            "IMAP sizes fetched"
+        );
         self.sweep_batches(session, uidvalidity, &sizes, can_move, uidplus)
             .await
     }

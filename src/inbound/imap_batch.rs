@@ -3,7 +3,8 @@
 //! over the limit has only its header fetched, to be quarantined), every message stored raw,
 //! judged and settled with the store's writes flushed once for the batch, then one `UID MOVE`
 //! of the set (RFC 6851; or `UID COPY` + `\Deleted` + `UID EXPUNGE`, RFC 4315), then the
-//! position saved.
+//! position saved. The batches overlap: while one is stored and settled, the session moves the
+//! one before it and fetches the one after it (see [`ImapSource::sweep_batches`]).
 //!
 //! Crash safety, step by step (tests/inbound_imap.rs kills the daemon at each one):
 //! - before the flush, nothing of the batch needs to be durable: the messages are still in the
@@ -67,7 +68,51 @@ impl ImapSource {
             .collect())
     }
 
+    /// Fetches one batch: the bodies of the messages within the size limit in one command, the
+    /// header alone of those over it (RFC822.SIZE first: an oversized message is not fetched
+    /// whole).
+    async fn fetch_batch(
+        &self,
+        session: &mut Session,
+        batch: &[(u32, u32)],
+    ) -> Result<HashMap<u32, Vec<u8>>, String> {
+        let limit = self.settings.max_message_bytes;
+        let (whole, big): (Vec<_>, Vec<_>) = batch.iter().partition(|(_, size)| *size <= limit);
+        let whole: Vec<u32> = whole.iter().map(|(u, _)| *u).collect();
+        let big: Vec<u32> = big.iter().map(|(u, _)| *u).collect();
+        let mut bodies = self.fetch_set(session, &whole, "(UID BODY.PEEK[])").await?;
+        bodies.extend(
+            self.fetch_set(session, &big, "(UID BODY.PEEK[HEADER])")
+                .await?,
+        );
+        Ok(bodies)
+    }
+
+    /// Moves a batch that is settled and flushed, then saves the position after it.
+    async fn finish_batch(
+        &self,
+        session: &mut Session,
+        uidvalidity: u32,
+        done: &[u32],
+        can_move: bool,
+        uidplus: bool,
+    ) -> Result<(), String> {
+        let Some(last) = done.last() else {
+            return Ok(());
+        };
+        self.move_set(session, done, can_move, uidplus).await?;
+        crash_point("moved");
+        self.store
+            .set_imap_position(&self.settings.mailbox, uidvalidity, *last)
+            .map_err(|e| e.to_string())
+    }
+
     /// Processes the messages `sizes` (UID, RFC822.SIZE; in UID order) in batches.
+    ///
+    /// Pipelined: while batch k is stored and settled (a blocking task), the IMAP session moves
+    /// batch k-1 (settled and flushed before) and saves its position, then fetches batch k+1.
+    /// Each batch keeps its own order (fetch, store and settle, one flush, MOVE, position), so
+    /// the crash analysis above holds batch by batch; the session's commands stay sequential.
     pub(super) async fn sweep_batches(
         &self,
         session: &mut Session,
@@ -77,21 +122,18 @@ impl ImapSource {
         uidplus: bool,
     ) -> Result<(), String> {
         let s = &self.settings;
-        for batch in sizes.chunks(BATCH) {
-            let (whole, big): (Vec<_>, Vec<_>) = batch
-                .iter()
-                .partition(|(_, size)| *size <= s.max_message_bytes);
-            let whole: Vec<u32> = whole.iter().map(|(u, _)| *u).collect();
-            let big: Vec<u32> = big.iter().map(|(u, _)| *u).collect();
-            let mut bodies = self.fetch_set(session, &whole, "(UID BODY.PEEK[])").await?;
-            // RFC822.SIZE first: an oversized message is not fetched whole.
-            bodies.extend(
-                self.fetch_set(session, &big, "(UID BODY.PEEK[HEADER])")
-                    .await?,
-            );
+        let batches: Vec<&[(u32, u32)]> = sizes.chunks(BATCH).collect();
+        let Some(first) = batches.first() else {
+            return Ok(());
+        };
+        let mut bodies = self.fetch_batch(session, first).await?;
+        // A batch settled and flushed, not yet moved.
+        let mut unmoved: Vec<u32> = Vec::new();
+        for (i, batch) in batches.iter().enumerate() {
+            let t0 = std::time::Instant::now();
             crash_point("fetched");
             let mut items = Vec::new();
-            for (uid, size) in batch {
+            for (uid, size) in batch.iter() {
                 let Some(bytes) = bodies.remove(uid) else {
                     tracing::warn!(uid, "the server returned no body for a message; skipped");
                     continue;
@@ -109,7 +151,7 @@ impl ImapSource {
             let processor = self.processor.clone();
             // Stored and settled in order, one flush for the batch; stops at the first failure
             // (the messages before it are done and get moved; the rest wait for the next sweep).
-            let (done, failure) = tokio::task::spawn_blocking(move || {
+            let work = tokio::task::spawn_blocking(move || {
                 store
                     .batch(|| {
                         let mut done = Vec::new();
@@ -138,23 +180,60 @@ impl ImapSource {
                         (done, None)
                     })
                     .map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| format!("processing task failed: {e}"))??;
+            });
+            // Meanwhile, on the session: the previous batch out of the way, the next one in.
+            let previous = std::mem::take(&mut unmoved);
+            let next = batches.get(i + 1).copied();
+            let io = async {
+                let t = std::time::Instant::now();
+                self.finish_batch(session, uidvalidity, &previous, can_move, uidplus)
+                    .await?;
+                let moved = t.elapsed();
+                let fetched = match next {
+                    Some(b) => self.fetch_batch(session, b).await?,
+                    None => HashMap::new(),
+                };
+                Ok::<_, String>((fetched, moved, t.elapsed() - moved))
+            };
+            let (work, io) = tokio::join!(work, io);
+            let (done, failure) = work.map_err(|e| format!("processing task failed: {e}"))??;
             crash_point("flushed");
-            if !done.is_empty() {
-                self.move_set(session, &done, can_move, uidplus).await?;
-                crash_point("moved");
-                if let Some(last) = done.last() {
-                    self.store
-                        .set_imap_position(&s.mailbox, uidvalidity, *last)
-                        .map_err(|e| e.to_string())?;
+            let settled = t0.elapsed();
+            tracing::debug!(
+                messages = done.len(),
+                wall_us = settled.as_micros() as u64,
+                "IMAP batch stored and settled (one flush)"
+            );
+            match (io, failure) {
+                (Ok((fetched, moved, fetch)), None) => {
+                    tracing::debug!(
+                        previous = previous.len(),
+                        move_us = moved.as_micros() as u64,
+                        next_fetch_us = fetch.as_micros() as u64,
+                        "IMAP: previous batch moved, next fetched"
+                    );
+                    bodies = fetched;
+                    unmoved = done;
                 }
-            }
-            if let Some(e) = failure {
-                return Err(e);
+                (Ok(_), Some(e)) => {
+                    // What was settled before the failure is moved now; the rest stays.
+                    self.finish_batch(session, uidvalidity, &done, can_move, uidplus)
+                        .await?;
+                    return Err(e);
+                }
+                // The session failed: this batch is settled and flushed, and is found settled
+                // (and moved) by the next sweep; nothing is applied twice.
+                (Err(e), _) => return Err(e),
             }
         }
+        let t = std::time::Instant::now();
+        self.finish_batch(session, uidvalidity, &unmoved, can_move, uidplus)
+            .await?;
+        tracing::debug!(
+            messages = unmoved.len(),
+            move_us = t.elapsed().as_micros() as u64,
+            "IMAP: last batch moved"
+        );
         Ok(())
     }
 
