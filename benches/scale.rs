@@ -43,11 +43,17 @@ impl Daemon {
             .expect("free port")
             .port();
         std::fs::write(dir.join("token"), TOKEN).expect("token file");
+        // `REGMAIL_SCALE_CACHE_MB` sets `[store] cache_capacity_mb` (the daemon's default if unset).
+        let cache = std::env::var("REGMAIL_SCALE_CACHE_MB")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|mb| format!("cache_capacity_mb = {mb}\n"))
+            .unwrap_or_default();
         let cfg = dir.join("regmail.toml");
         std::fs::write(
             &cfg,
             format!(
-                "[store]\npath = \"store\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n[log]\nfilter = \"warn\"\n"
+                "[store]\npath = \"store\"\n{cache}[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"token\"\n[log]\nfilter = \"warn\"\n"
             ),
         )
         .expect("config");
