@@ -210,7 +210,9 @@ fn main() {
     println!(
         "\n| domains | populate | due | keys read | reminders sent | pass | pass CPU (all threads) | per due domain | raw due-index scan (keys) | pass / raw index scan | raw scan of all domains | pass / all-domains scan |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for r in &rows {
         println!(
             "| {} | {:.1} s | {} | {} | {} | {:.1} ms | {:.1} ms | {:.0} µs | {:.2} ms ({}) | {:.0}x | {:.1} ms | {:.2}x |",
