@@ -879,6 +879,57 @@ fn forged_sender_is_ignored_and_unmatched_wording_can_be_assigned() {
 
 // ---- Batched intake: a crash at each step of a batch (issue 13) -------------------------------
 
+/// The acknowledgement of request `r` as registrar task `task`, delivered twice (the second
+/// copy with one more Received line, as a second MX would hand it over).
+fn ack_delivered_twice(r: &Value, task: usize, i: usize) -> [Vec<u8>; 2] {
+    let ack = Reply::ack(r, &task.to_string());
+    let mut again = ack.clone();
+    again.extra_headers = vec![format!(
+        "Received: from mx2.registrar.test by mail.gateway.test; second delivery {i}"
+    )];
+    [ack.bytes(), again.bytes()]
+}
+
+/// After a crash and a restart, the two deliveries of each of `reqs`' acknowledgements: one
+/// record per message (one Applied, one Ignored), every request Acknowledged exactly once in
+/// the log, INBOX empty and every message in the processed mailbox.
+fn each_acknowledged_once(d: &ImapDaemon, reqs: &[Value], step: &str) {
+    let n = reqs.len();
+    wait_inbox_empty(d, APPLY);
+    let all = d.inbox(None);
+    assert_eq!(all.len(), 2 * n, "{step}: one record per message: {all:#?}");
+    assert_eq!(
+        all.iter().filter(|m| m["state"] == "Applied").count(),
+        n,
+        "{step}: {all:#?}"
+    );
+    assert_eq!(
+        all.iter().filter(|m| m["state"] == "Ignored").count(),
+        n,
+        "{step}: {all:#?}"
+    );
+    let log = d.full_log();
+    for r in reqs {
+        assert_eq!(d.request(&id(r))["state"], "Acknowledged", "{step}");
+        let acks = log
+            .iter()
+            .filter(|e| e["action"] == "request.acknowledged" && e["request"] == r["id"])
+            .count();
+        assert_eq!(
+            acks, 1,
+            "{step}: request {} acknowledged {acks} times",
+            r["id"]
+        );
+    }
+    assert_eq!(count("INBOX"), 0, "{step}");
+    assert_eq!(
+        count(PROCESSED) as usize,
+        2 * n,
+        "{step}: {:?}",
+        list(PROCESSED)
+    );
+}
+
 /// Eight replies (four acks, each delivered twice) reach a daemon that polls, so one sweep takes
 /// them as one batch; the daemon dies (`REGMAIL_CRASH_AT`, an abort like SIGKILL) after the
 /// batch's FETCH, after its first message was settled but before the flush, after the flush
@@ -907,13 +958,9 @@ fn a_crash_at_each_step_of_a_batch_loses_nothing_and_applies_nothing_twice() {
         d.env = vec![("REGMAIL_CRASH_AT".into(), step.into())];
         d.restart();
         for (i, r) in reqs.iter().enumerate() {
-            let ack = Reply::ack(r, &format!("{}", 7000 + i));
-            let mut again = ack.clone();
-            again.extra_headers = vec![format!(
-                "Received: from mx2.registrar.test by mail.gateway.test; second delivery {i}"
-            )];
-            inject(&ack.bytes());
-            inject(&again.bytes());
+            for m in ack_delivered_twice(r, 7000 + i, i) {
+                inject(&m);
+            }
         }
         assert!(
             d.exited_within(Duration::from_secs(20)),
@@ -930,34 +977,7 @@ fn a_crash_at_each_step_of_a_batch_loses_nothing_and_applies_nothing_twice() {
                 all.len() >= 8 && all.iter().all(|m| m["state"] != "Pending")
             },
         );
-        wait_inbox_empty(&d, APPLY);
-        let all = d.inbox(None);
-        assert_eq!(all.len(), 8, "{step}: one record per message: {all:#?}");
-        assert_eq!(
-            all.iter().filter(|m| m["state"] == "Applied").count(),
-            4,
-            "{step}: {all:#?}"
-        );
-        assert_eq!(
-            all.iter().filter(|m| m["state"] == "Ignored").count(),
-            4,
-            "{step}: {all:#?}"
-        );
-        let log = d.full_log();
-        for r in &reqs {
-            assert_eq!(d.request(&id(r))["state"], "Acknowledged", "{step}");
-            let acks = log
-                .iter()
-                .filter(|e| e["action"] == "request.acknowledged" && e["request"] == r["id"])
-                .count();
-            assert_eq!(
-                acks, 1,
-                "{step}: request {} acknowledged {acks} times",
-                r["id"]
-            );
-        }
-        assert_eq!(count("INBOX"), 0, "{step}");
-        assert_eq!(count(PROCESSED), 8, "{step}: {:?}", list(PROCESSED));
+        each_acknowledged_once(&d, &reqs, step);
         d.stop();
     }
 }
@@ -982,13 +1002,7 @@ fn a_crash_while_the_next_batch_settles_loses_nothing_and_applies_nothing_twice(
     d.stop();
     let mut raw = Vec::new();
     for (i, r) in reqs.iter().enumerate() {
-        let ack = Reply::ack(r, &format!("{}", 8000 + i));
-        let mut again = ack.clone();
-        again.extra_headers = vec![format!(
-            "Received: from mx2.registrar.test by mail.gateway.test; second delivery {i}"
-        )];
-        raw.push(ack.bytes());
-        raw.push(again.bytes());
+        raw.extend(ack_delivered_twice(r, 8000 + i, i));
     }
     let mut c = support_imap::PlainImap::connect(support_imap::GATEWAY);
     c.append_all("INBOX", &raw);
@@ -1007,21 +1021,6 @@ fn a_crash_while_the_next_batch_settles_loses_nothing_and_applies_nothing_twice(
         let all = d.inbox(None);
         all.len() >= 70 && all.iter().all(|m| m["state"] != "Pending")
     });
-    wait_inbox_empty(&d, APPLY);
-    let all = d.inbox(None);
-    assert_eq!(all.len(), 70, "one record per message: {all:#?}");
-    assert_eq!(all.iter().filter(|m| m["state"] == "Applied").count(), 35);
-    assert_eq!(all.iter().filter(|m| m["state"] == "Ignored").count(), 35);
-    let log = d.full_log();
-    for r in &reqs {
-        assert_eq!(d.request(&id(r))["state"], "Acknowledged");
-        let acks = log
-            .iter()
-            .filter(|e| e["action"] == "request.acknowledged" && e["request"] == r["id"])
-            .count();
-        assert_eq!(acks, 1, "request {} acknowledged {acks} times", r["id"]);
-    }
-    assert_eq!(count("INBOX"), 0);
-    assert_eq!(count(PROCESSED), 70);
+    each_acknowledged_once(&d, &reqs, "pipelined");
     d.stop();
 }

@@ -155,7 +155,7 @@ impl Store {
     /// Reads, and throws away, what a pass's event for each of `names` reads and writes: the
     /// domain, its reminder records and due key, its client and users, and the last keys of
     /// its log scopes (where the event's log index entries go). Run on a second thread one
-    /// chunk ahead of the pass ([`crate::lifecycle::run_pass`]), it brings those pages into
+    /// chunk ahead of the lifecycle pass, it brings those pages into
     /// sled's cache while the pass, which holds the writer lock, works on the chunk before.
     /// With 1M domains and a 64 MB cache, about a third of a pass was spent pulling pages
     /// from disk and decoding them. Changes nothing; errors are the pass's to report.
@@ -169,10 +169,10 @@ impl Store {
             }
             let _ = self.index.get(due_rev_key(name));
             let _ = self.client(&d.client_id);
-            let mut users = vec![b'u'];
-            users.extend_from_slice(d.client_id.as_str().as_bytes());
-            users.push(0);
-            let _ = self.users.scan_prefix(users).count();
+            let _ = self
+                .users
+                .scan_prefix(super::notices::users_prefix(d.client_id.as_str()))
+                .count();
             for scope in [
                 super::LogScope::Domain(d.name.clone()),
                 super::LogScope::Client(d.client_id.clone()),

@@ -31,11 +31,17 @@ const UNSUB_KEY: &[u8] = b"sunsubscribe-key";
 /// A write for [`Extra::users`] / [`Extra::notices`] (None: remove).
 pub type Write = (Vec<u8>, Option<Vec<u8>>);
 
+/// The `users` tree prefix of a client's users (`u<client>\0`).
+pub(super) fn users_prefix(client: &str) -> Vec<u8> {
+    let mut p = vec![b'u'];
+    p.extend_from_slice(client.as_bytes());
+    p.push(0);
+    p
+}
+
 /// Key of a user.
 pub fn user_key(client: &str, user: &str) -> Vec<u8> {
-    let mut k = vec![b'u'];
-    k.extend_from_slice(client.as_bytes());
-    k.push(0);
+    let mut k = users_prefix(client);
     k.extend_from_slice(user.as_bytes());
     k
 }
@@ -397,10 +403,7 @@ impl Store {
     }
     /// The users of a client.
     pub fn users_of(&self, client: &str) -> Result<Vec<User>, StoreError> {
-        let mut p = vec![b'u'];
-        p.extend_from_slice(client.as_bytes());
-        p.push(0);
-        Self::scan(&self.users, &p)
+        Self::scan(&self.users, &users_prefix(client))
     }
     /// Every user of every client.
     pub fn all_users(&self) -> Result<Vec<User>, StoreError> {
