@@ -6,6 +6,10 @@
 //! says what the API, the state machine, the indexes, the action log and the outbox cost over
 //! bare durability.
 
+/// The daemon's allocator (src/main.rs), so the bare-sled baseline is not handicapped.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -15,6 +15,10 @@
 //! separated, default `10000,100000,1000000`; sled page cache from `REGMAIL_LIFECYCLE_CACHE_MB`,
 //! default 64, the daemon's default).
 
+/// The daemon's allocator (src/main.rs), so the pass runs here as it runs in the daemon.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;

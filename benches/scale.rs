@@ -11,6 +11,13 @@
 //! Run: `cargo bench --bench scale` (sizes from `REGMAIL_SCALE_SIZES`, comma separated,
 //! default `10000,100000`; add 1000000 for the million; `REGMAIL_SCALE_SECONDS` bounds one
 //! size's import, default 1200, after which that size stops and is reported as unfinished).
+//! `REGMAIL_BENCH_BIN` runs another build of the daemon (to compare two builds in one session).
+//!
+//! The bench binary uses the daemon's allocator (mimalloc), so the bare-sled baseline is not
+//! handicapped by glibc's malloc.
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -68,7 +75,9 @@ impl Daemon {
     /// Starts the daemon; returns the time until /healthz answered 200.
     fn start(&mut self) -> Duration {
         let t = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_regmail"))
+        let bin = std::env::var_os("REGMAIL_BENCH_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_regmail").into());
+        let child = Command::new(bin)
             .current_dir(&self.dir)
             .arg("--config")
             .arg(&self.cfg)

@@ -18,6 +18,7 @@ use crate::core::{
     StateView, Transition, ViewError,
 };
 use crate::idsource::UuidIds;
+use crate::store::lifecycle::DueKey;
 use crate::store::{ApplyError, Store, StoreError};
 
 pub use preview::{PreviewItem, preview};
@@ -80,13 +81,21 @@ const CHUNK: usize = 128;
 /// downtime); a domain that still has something due is looked at again by the next pass.
 const MAX_STEPS: usize = 8;
 
+/// A domain a round looks at, and the day of the due key it was found under (the first
+/// round reads it from the index; a later round's key is the one the round before wrote).
+struct Due {
+    name: DomainName,
+    key: Option<Date>,
+}
+
 /// What a round decided for a domain it did not move on with an event.
 struct Rounds<'a> {
     policy: &'a Policy,
     now: Timestamp,
     today: Date,
-    /// Due-index moves to write after the chunk (each its own small write: `set_due`).
-    moves: Vec<(DomainName, Option<Date>)>,
+    /// Due keys to move after the chunk (each its own small write: `Store::move_due`): from
+    /// the day read to the day the rules say, or out of the index.
+    moves: Vec<(DomainName, Date, Option<Date>)>,
     /// The status of each item of the chunk before its event (for the report).
     before: Vec<Option<DomainStatus>>,
     /// Whether each item of the chunk still has something due today after its event
@@ -124,14 +133,18 @@ fn more_due(
 
 impl Rounds<'_> {
     /// The transition of `name`'s due event on the committed state, or None (and what to do
-    /// with its due key instead). A refused event is logged and looked at again tomorrow; it
-    /// does not touch the other domains of the chunk.
-    fn decide(&mut self, store: &Store, i: usize, name: &DomainName) -> Option<Transition> {
+    /// with its due key instead). A refused event is logged and looked at again tomorrow (its
+    /// key stays where it is, on or before today, so the next pass reads it again); it does
+    /// not touch the other domains of the chunk.
+    fn decide(&mut self, store: &Store, i: usize, due: &Due) -> Option<Transition> {
         let today = self.today;
+        let name = &due.name;
         let d = match store.domain(name) {
             Ok(Some(d)) => d,
             Ok(None) => {
-                self.moves.push((name.clone(), None));
+                if let Some(from) = due.key {
+                    self.moves.push((name.clone(), from, None));
+                }
                 return None;
             }
             Err(e) => {
@@ -157,7 +170,9 @@ impl Rounds<'_> {
             // configuration change): put the key where the rules say.
             let next = crate::core::lifecycle::next_due(&d, &handled, self.policy)
                 .map(|at| at.max(today.tomorrow().unwrap_or(today)));
-            self.moves.push((name.clone(), next));
+            if let Some(from) = due.key {
+                self.moves.push((name.clone(), from, next));
+            }
             return None;
         };
         let mut ids = UuidIds;
@@ -176,8 +191,8 @@ impl Rounds<'_> {
         };
         match crate::core::apply(&view, event, &mut ctx) {
             Ok(t) if t.is_noop() => {
-                // Decided already: nothing to do; try again tomorrow rather than loop.
-                self.moves.push((name.clone(), today.tomorrow().ok()));
+                // Decided already: nothing to do; the next pass looks again (no loop: a domain
+                // with no event goes to no further round).
                 None
             }
             Ok(t) => {
@@ -192,7 +207,6 @@ impl Rounds<'_> {
             Err(e) => {
                 tracing::warn!(domain = %name, event = %what, error = %e, "lifecycle event refused; looked at again tomorrow");
                 self.failed += 1;
-                self.moves.push((name.clone(), today.tomorrow().ok()));
                 None
             }
         }
@@ -266,9 +280,9 @@ pub fn run_pass(store: &Store, policy: &Policy, now: Timestamp) -> Result<PassRe
     let written = store.batch(|| -> Result<(), StoreError> {
         // One chunk of a round: decide and write its events, move the keys of the domains
         // with nothing to write, and keep those with more due for the next round.
-        let step = |chunk: &[DomainName],
+        let step = |chunk: &[Due],
                     report: &mut PassReport,
-                    next: &mut Vec<DomainName>|
+                    next: &mut Vec<Due>|
          -> Result<(), StoreError> {
             let mut r = Rounds {
                 policy,
@@ -280,7 +294,7 @@ pub fn run_pass(store: &Store, policy: &Policy, now: Timestamp) -> Result<PassRe
                 failed: 0,
             };
             let applied = store
-                .apply_each(chunk, now, |s, i, name| r.decide(s, i, name))
+                .apply_each(chunk, now, |s, i, due| r.decide(s, i, due))
                 .map_err(|e| match e {
                     ApplyError::Store(e) => e,
                     // apply_each refuses nothing itself: `decide` handles the core's
@@ -291,20 +305,23 @@ pub fn run_pass(store: &Store, policy: &Policy, now: Timestamp) -> Result<PassRe
                     },
                 })?;
             report.failed += r.failed;
-            for (name, to) in &r.moves {
-                if let Err(e) = store.set_due(name, *to) {
+            for (name, from, to) in &r.moves {
+                if let Err(e) = store.move_due(name, *from, *to) {
                     tracing::error!(domain = %name, error = %e, "moving a due-index key failed");
                 }
             }
             for (i, t) in &applied {
                 tally(report, r.before.get(*i).copied().flatten(), t);
-                let Some(name) = chunk.get(*i) else {
+                let Some(due) = chunk.get(*i) else {
                     continue;
                 };
                 if index_follows && !r.more.get(*i).copied().unwrap_or(true) {
                     continue;
                 }
-                next.push(name.clone());
+                next.push(Due {
+                    name: due.name.clone(),
+                    key: None,
+                });
             }
             Ok(())
         };
@@ -315,12 +332,12 @@ pub fn run_pass(store: &Store, policy: &Policy, now: Timestamp) -> Result<PassRe
         let mut seen: HashSet<DomainName> = HashSet::new();
         let mut pending = Vec::new();
         let keys_read = std::thread::scope(|scope| -> Result<usize, StoreError> {
-            let (ahead, chunks) = std::sync::mpsc::sync_channel::<Vec<DomainName>>(1);
+            let (ahead, chunks) = std::sync::mpsc::sync_channel::<Vec<DueKey>>(1);
             let reader = scope.spawn(move || -> Result<usize, StoreError> {
                 let mut buf = Vec::with_capacity(CHUNK);
                 let mut open = true;
-                let keys = store.due_by_each(today, |name| {
-                    buf.push(name);
+                let keys = store.due_by_each(today, |key| {
+                    buf.push(key);
                     if buf.len() == CHUNK {
                         let chunk = std::mem::take(&mut buf);
                         store.warm_for_pass(&chunk);
@@ -335,10 +352,17 @@ pub fn run_pass(store: &Store, policy: &Policy, now: Timestamp) -> Result<PassRe
                 Ok(keys)
             });
             let mut run = || -> Result<(), StoreError> {
-                for mut chunk in chunks.iter() {
+                for chunk in chunks.iter() {
                     // A key the writes moved ahead within today's range comes back: the
                     // domain is already in the next round.
-                    chunk.retain(|n| seen.insert(n.clone()));
+                    let chunk: Vec<Due> = chunk
+                        .into_iter()
+                        .filter(|k| seen.insert(k.name.clone()))
+                        .map(|k| Due {
+                            name: k.name,
+                            key: Some(k.on),
+                        })
+                        .collect();
                     step(&chunk, &mut report, &mut pending)?;
                 }
                 Ok(())

@@ -4,11 +4,15 @@
 //!   series for that expiry date, sent or skipped. Written in the same transaction as its notice
 //!   ([`crate::core::Effect::Reminder`]): the exactly-once key.
 //! - `lx\0<YYYY-MM-DD>\0<domain>` -> (): the due-date index, the next day something happens to the
-//!   domain ([`crate::core::lifecycle::next_due`]); a pass reads only keys up to today.
-//! - `lz\0<domain>` -> `YYYY-MM-DD`: the domain's current `lx` date, to move it.
+//!   domain ([`crate::core::lifecycle::next_due`] of the domain and its reminder records, by the
+//!   store's policy); a pass reads only keys up to today.
 //!
-//! Both are maintained by [`Store::lifecycle_writes`], called by every write of a domain
-//! (events, the import, the pass itself) inside the same transaction.
+//! The index is maintained by [`Store::lifecycle_writes`], called by every write of a domain
+//! (events, the import, the pass itself) inside the same transaction: it computes the domain's
+//! due date before and after the write from the records themselves, so no reverse key (domain
+//! -> date) is kept. That was a sixth key for every imported domain and an eleventh insert for
+//! every reminder (issue 13's keys-per-domain lever). A key the rules no longer put there (the
+//! policy changed between two runs) is dropped by the pass on its day.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,15 +52,22 @@ pub fn due_key(date: Date, name: &DomainName) -> Vec<u8> {
     key_join(&[b"lx", day(date).as_bytes(), name.as_str().as_bytes()])
 }
 
-fn due_rev_key(name: &DomainName) -> Vec<u8> {
-    key_join(&[b"lz", name.as_str().as_bytes()])
+/// One key of the due-date index: `name` is due on `on`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueKey {
+    /// The domain.
+    pub name: DomainName,
+    /// The day the key is filed under.
+    pub on: Date,
 }
 
 /// The domains a pass must look at, and what reading them cost.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DueScan {
-    /// Names whose due date is on or before the day asked, earliest first.
+    /// Names whose due date is on or before the day asked, earliest first, each once.
     pub names: Vec<DomainName>,
+    /// The keys read, in order (a name may have two after a policy change).
+    pub keys: Vec<DueKey>,
     /// Index keys read (the due ones plus the one past the end, if any).
     pub keys_read: usize,
 }
@@ -105,21 +116,31 @@ impl Store {
 
     /// The domains due on or before `today` (the `lx` index up to that day, nothing else).
     pub fn due_by(&self, today: Date) -> Result<DueScan, StoreError> {
-        let mut names = Vec::new();
-        let keys_read = self.due_by_each(today, |n| {
-            names.push(n);
+        let mut keys = Vec::new();
+        let keys_read = self.due_by_each(today, |k| {
+            keys.push(k);
             true
         })?;
-        Ok(DueScan { names, keys_read })
+        let mut seen = std::collections::HashSet::new();
+        let names = keys
+            .iter()
+            .filter(|k| seen.insert(k.name.clone()))
+            .map(|k| k.name.clone())
+            .collect();
+        Ok(DueScan {
+            names,
+            keys,
+            keys_read,
+        })
     }
 
-    /// Hands `each` the domains due on or before `today`, earliest first, as it reads them from
+    /// Hands `each` the keys due on or before `today`, earliest first, as it reads them from
     /// the `lx` index (stopping early when `each` returns false); returns the keys read. The
     /// pass streams its first round this way, so the scan overlaps the writes.
     pub fn due_by_each(
         &self,
         today: Date,
-        mut each: impl FnMut(DomainName) -> bool,
+        mut each: impl FnMut(DueKey) -> bool,
     ) -> Result<usize, StoreError> {
         let start = key_join(&[b"lx", b""]);
         let last = day(today);
@@ -138,14 +159,18 @@ impl Store {
                 break;
             }
             let name = String::from_utf8_lossy(&rest[cut + 1..]);
-            match DomainName::parse(&name) {
-                Ok(n) => {
-                    if !each(n) {
+            let on = String::from_utf8_lossy(&rest[..cut]).parse::<Date>();
+            match (DomainName::parse(&name), on) {
+                (Ok(name), Ok(on)) => {
+                    if !each(DueKey { name, on }) {
                         break;
                     }
                 }
-                Err(e) => {
+                (Err(e), _) => {
                     tracing::error!(key = %name, error = %e, "a due-index key names no domain")
+                }
+                (_, Err(e)) => {
+                    tracing::error!(key = %name, error = %e, "a due-index key has no date")
                 }
             }
         }
@@ -159,15 +184,14 @@ impl Store {
     /// sled's cache while the pass, which holds the writer lock, works on the chunk before.
     /// With 1M domains and a 64 MB cache, about a third of a pass was spent pulling pages
     /// from disk and decoding them. Changes nothing; errors are the pass's to report.
-    pub fn warm_for_pass(&self, names: &[DomainName]) {
-        for name in names {
+    pub fn warm_for_pass(&self, keys: &[DueKey]) {
+        for DueKey { name, .. } in keys {
             let Ok(Some(d)) = self.domain(name) else {
                 continue;
             };
             if let Some(e) = d.expires {
                 let _ = self.index.scan_prefix(reminder_prefix(name, e)).count();
             }
-            let _ = self.index.get(due_rev_key(name));
             let _ = self.client(&d.client_id);
             let _ = self
                 .users
@@ -185,38 +209,70 @@ impl Store {
         }
     }
 
-    /// The due date the index holds for `name`.
+    /// The day `d` is due by the store's rules: [`next_due`] of the domain and its reminder
+    /// records for its expiry (as committed, plus `more` offsets a write adds).
+    fn due_of(
+        &self,
+        d: &Domain,
+        more: &[u16],
+        policy: &Policy,
+    ) -> Result<Option<Date>, StoreError> {
+        let mut handled: Vec<u16> = Vec::new();
+        if let Some(e) = d.expires
+            // Only a domain still in its life has reminders to look up.
+            && crate::core::lifecycle::stage(d) != crate::core::lifecycle::Stage::Out
+        {
+            handled = self
+                .reminder_marks(&d.name, e)?
+                .into_iter()
+                .map(|m| m.offset)
+                .collect();
+        }
+        handled.extend_from_slice(more);
+        Ok(next_due(d, &handled, policy))
+    }
+
+    /// The day the index holds `name` under by the store's rules (None: out of the index, or
+    /// its key is not where the rules put it).
     pub fn due_date(&self, name: &DomainName) -> Result<Option<Date>, StoreError> {
-        Ok(match self.index.get(due_rev_key(name))? {
-            Some(v) => String::from_utf8_lossy(&v).parse().ok(),
-            None => None,
+        let Some(d) = self.domain(name)? else {
+            return Ok(None);
+        };
+        Ok(match self.due_of(&d, &[], &self.current_policy())? {
+            Some(at) if self.index.contains_key(due_key(at, name))? => Some(at),
+            _ => None,
         })
     }
 
-    /// Moves `name`'s due date to `to` (None: out of the index), in its own write. The pass
-    /// uses it for a domain it could not move on (a refused automatic renewal: tried again
-    /// tomorrow) or whose key was stale.
-    pub fn set_due(&self, name: &DomainName, to: Option<Date>) -> Result<(), StoreError> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let old = self.due_date(name)?;
-        if old == to {
+    /// Moves the due key of `name` filed under `from` to `to` (None: out of the index), in its
+    /// own write. The pass uses it for a key the rules no longer put there (a domain gone, or
+    /// nothing due on that day after a change of policy).
+    pub fn move_due(
+        &self,
+        name: &DomainName,
+        from: Date,
+        to: Option<Date>,
+    ) -> Result<(), StoreError> {
+        if to == Some(from) {
             return Ok(());
         }
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = sled::Batch::default();
-        if let Some(o) = old {
-            batch.remove(due_key(o, name));
-        }
-        match to {
-            Some(t) => {
-                batch.insert(due_key(t, name), &[]);
-                batch.insert(due_rev_key(name), day(t).as_bytes());
-            }
-            None => batch.remove(due_rev_key(name)),
+        batch.remove(due_key(from, name));
+        if let Some(t) = to {
+            batch.insert(due_key(t, name), &[]);
         }
         self.index.apply_batch(batch)?;
         self.note_commit();
         drop(_guard);
         self.durable()
+    }
+
+    /// Files a due key for `name` on `on` as it is, whatever the rules say (tests: a stale key).
+    #[cfg(test)]
+    pub(crate) fn put_due_key(&self, name: &DomainName, on: Date) -> Result<(), StoreError> {
+        self.index.insert(due_key(on, name), &[])?;
+        Ok(())
     }
 
     /// Applies many independent transitions in ONE transaction (the lifecycle pass's bulk
@@ -302,12 +358,15 @@ impl Store {
 
     /// The `index` writes that keep the reminder records and the due-date index in step with
     /// a transition: its reminder marks, and for every domain it writes (or marks) the move of
-    /// its `lx` key to [`next_due`]. Read under the writer lock, written in the transition's
+    /// its `lx` key from its due date before the write to its due date after ([`next_due`],
+    /// computed both times from the records). `old_domains` are the committed versions of
+    /// `t.domains`, in order. Read under the writer lock, written in the transition's
     /// transaction. Returns (keys to remove, keys to put).
     #[allow(clippy::type_complexity)]
     pub(super) fn lifecycle_writes(
         &self,
         t: &Transition,
+        old_domains: &[Option<Domain>],
     ) -> Result<(Vec<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>), StoreError> {
         let mut del = Vec::new();
         let mut put = Vec::new();
@@ -328,46 +387,62 @@ impl Store {
         }
         let policy = self.current_policy();
         // A bulk write (the pass's rounds) carries hundreds of domains: look them up by name.
-        let written: BTreeMap<&DomainName, &Domain> =
-            t.domains.iter().map(|d| (&d.name, d)).collect();
+        let mut written: BTreeMap<&DomainName, (&Domain, Option<&Domain>)> = BTreeMap::new();
+        for (d, old) in t.domains.iter().zip(old_domains) {
+            written.entry(&d.name).or_insert((d, old.as_ref()));
+        }
         for name in touched {
-            let d: Option<Domain> = match written.get(&name) {
-                Some(d) => Some((*d).clone()),
-                None => self.domain(&name)?,
+            let (after, before): (Option<Domain>, Option<Domain>) = match written.get(&name) {
+                Some((d, old)) => (Some((*d).clone()), old.cloned()),
+                None => {
+                    let d = self.domain(&name)?;
+                    (d.clone(), d)
+                }
             };
-            let due = match &d {
-                Some(d) => {
-                    let mut handled: Vec<u16> = Vec::new();
-                    if let Some(e) = d.expires {
-                        // Only a domain with an expiry has reminders to look up.
-                        if crate::core::lifecycle::stage(d) != crate::core::lifecycle::Stage::Out {
-                            handled = self
-                                .reminder_marks(&name, e)?
+            // The committed reminder records of a series, read once per expiry date.
+            let mut marks: BTreeMap<Date, Vec<u16>> = BTreeMap::new();
+            let mut due = |d: &Domain, more: &[u16]| -> Result<Option<Date>, StoreError> {
+                let mut handled = Vec::new();
+                if let Some(e) = d.expires
+                    // Only a domain still in its life has reminders to look up.
+                    && crate::core::lifecycle::stage(d) != crate::core::lifecycle::Stage::Out
+                {
+                    let offsets = match marks.entry(e) {
+                        std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(v) => v.insert(
+                            self.reminder_marks(&d.name, e)?
                                 .into_iter()
                                 .map(|m| m.offset)
-                                .collect();
-                        }
-                        if let Some(more) = new_marks.get(&(name.clone(), e)) {
-                            handled.extend(more);
-                        }
-                    }
-                    next_due(d, &handled, &policy)
+                                .collect(),
+                        ),
+                    };
+                    handled.extend_from_slice(offsets);
+                }
+                handled.extend_from_slice(more);
+                Ok(next_due(d, &handled, &policy))
+            };
+            let old_due = match &before {
+                Some(d) => due(d, &[])?,
+                None => None,
+            };
+            let new_due = match &after {
+                Some(d) => {
+                    let more = d
+                        .expires
+                        .and_then(|e| new_marks.get(&(name.clone(), e)))
+                        .map_or(&[][..], |v| v.as_slice());
+                    due(d, more)?
                 }
                 None => None,
             };
-            let old = self.due_date(&name)?;
-            if old == due {
+            if old_due == new_due {
                 continue;
             }
-            if let Some(o) = old {
+            if let Some(o) = old_due {
                 del.push(due_key(o, &name));
             }
-            match due {
-                Some(at) => {
-                    put.push((due_key(at, &name), Vec::new()));
-                    put.push((due_rev_key(&name), day(at).into_bytes()));
-                }
-                None => del.push(due_rev_key(&name)),
+            if let Some(at) = new_due {
+                put.push((due_key(at, &name), Vec::new()));
             }
         }
         Ok((del, put))
@@ -689,8 +764,13 @@ mod bulk_tests {
     fn one_by_one(store: &Store, policy: &Policy, now: Timestamp) -> usize {
         let today = crate::core::today(now);
         let mut events = 0;
-        for name in store.due_by(today).expect("scan").names {
-            for _ in 0..8 {
+        let mut seen = std::collections::HashSet::new();
+        for key in store.due_by(today).expect("scan").keys {
+            let name = key.name;
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            for step in 0..8 {
                 let d = store.domain(&name).expect("read").expect("domain");
                 let handled: Vec<u16> = match d.expires {
                     Some(e) => store
@@ -702,9 +782,13 @@ mod bulk_tests {
                     None => Vec::new(),
                 };
                 let Some(event) = due_event(&d, &handled, today, policy) else {
-                    let next = crate::core::lifecycle::next_due(&d, &handled, policy)
-                        .map(|at| at.max(today.tomorrow().unwrap_or(today)));
-                    store.set_due(&name, next).expect("set due");
+                    // The key read moves where the rules say (only the key read: after an
+                    // event the store has filed the domain where the rules say already).
+                    if step == 0 {
+                        let next = crate::core::lifecycle::next_due(&d, &handled, policy)
+                            .map(|at| at.max(today.tomorrow().unwrap_or(today)));
+                        store.move_due(&name, key.on, next).expect("move due");
+                    }
                     break;
                 };
                 let mut ids = crate::idsource::UuidIds;
@@ -825,7 +909,7 @@ mod bulk_tests {
         users.sort();
         out.extend(users);
         let scan = store.due_by(jiff::civil::date(2100, 1, 1));
-        out.push(format!("due index {:?}", scan.expect("scan").names));
+        out.push(format!("due index {:?}", scan.expect("scan").keys));
         out
     }
 
@@ -849,10 +933,11 @@ mod bulk_tests {
         let bulk = store_with(&dir.path().join("bulk"), t.clone(), now, same);
         let single = store_with(&dir.path().join("single"), t, now, same);
         assert_eq!(bulk.keeps_due_by(&policy()), same);
-        // A stale due key (the index ahead of the rules) on both.
+        // A stale due key (the index ahead of the rules, as after a change of policy) on both,
+        // beside the domain's own key.
         let stale = DomainName::parse("later0.example").expect("name");
         for s in [&bulk, &single] {
-            s.set_due(&stale, Some(today)).expect("stale key");
+            s.put_due_key(&stale, today).expect("stale key");
         }
         let before = snapshot(&bulk, &names);
         assert_eq!(before, snapshot(&single, &names));
@@ -873,8 +958,16 @@ mod bulk_tests {
             assert_eq!(a, b);
         }
         assert_eq!(after.len(), expected.len());
-        // The stale key moved to where the rules say (the 90-day reminder of day 110).
+        // The stale key is gone; the domain's own key is where the rules say (the 90-day
+        // reminder of day 110).
         assert_eq!(bulk.due_date(&stale).expect("due"), Some(plus(today, 110)));
+        let keys = bulk.due_by(plus(today, 400)).expect("scan").keys;
+        let of_stale: Vec<Date> = keys
+            .iter()
+            .filter(|k| k.name == stale)
+            .map(|k| k.on)
+            .collect();
+        assert_eq!(of_stale, [plus(today, 110)]);
 
         // A second pass the same day finds nothing due on either.
         let again = crate::lifecycle::run_pass(&bulk, &policy(), now).expect("pass");

@@ -434,7 +434,7 @@ impl Store {
         }
         let counters = self.counter_updates(&t, &old_domains, &old_requests)?;
         // Reminder records and the due-date index (lifecycle.rs), in the same transaction.
-        let (lx_del, lx_put) = self.lifecycle_writes(&t)?;
+        let (lx_del, lx_put) = self.lifecycle_writes(&t, &old_domains)?;
         let first_seq = self.log_seq()? + 1;
         let log_seqs: Vec<u64> = (first_seq..first_seq + all_log.len() as u64).collect();
         let now_ms = now.as_millisecond().to_be_bytes();
