@@ -379,7 +379,6 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve => {
             let config = Config::load(cli.config.as_deref())?;
             crate::logging::init_tracing(&config.log_filter);
-            crate::memory::limit_malloc_arenas();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

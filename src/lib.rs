@@ -15,7 +15,6 @@ pub mod idsource;
 pub mod inbound;
 pub mod lifecycle;
 pub mod logging;
-pub mod memory;
 pub mod notices;
 pub mod operations;
 pub mod outbound;

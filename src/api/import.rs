@@ -100,9 +100,9 @@ fn run(state: &AppState, body: &[u8], now: Timestamp) -> Result<Json<Value>, Api
         .store
         .batch(|| write_rows(state, &rows, now, &mut report))
         .map_err(ApiError::from_store)??;
-    // The parsed rows and chunks of a large body are freed now: hand the memory back.
+    // The parsed rows and chunks of a large body are freed now (mimalloc hands the pages back
+    // to the kernel by itself after its purge delay: src/main.rs).
     drop(rows);
-    crate::memory::release_free_memory();
     report.rejected.sort_by_key(|r| r.line);
     let rejections: Vec<Value> = report
         .rejected
